@@ -1,0 +1,517 @@
+"""The bounded channel between producers and consumers.
+
+`BackgroundWorker` is the in-memory channel (the .NET ``IBackgroundWorker`` over a
+bounded ``Channel<T>``). The pool only uses it through the `Channel` protocol, so a
+durable or distributed channel can stand in for it without touching consumers.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Protocol, final, runtime_checkable
+
+import anyio
+import anyio.lowlevel
+
+from ._exceptions import PoolClosedError, QueueFullError
+from ._hooks import Hook, call_hook, call_hook_sync
+from ._item import ItemState, Work, WorkItem, check_timeout
+from ._log import logger
+
+if TYPE_CHECKING:
+    from ._retry import RetryPolicy
+    from ._session import Session
+
+__all__ = ["BackgroundWorker", "Channel", "FullMode", "parse_full_mode"]
+
+
+class FullMode(str, enum.Enum):
+    """What ``enqueue`` does when the channel is full."""
+
+    WAIT = "wait"
+    """Wait for room (up to ``enqueue_timeout``); ``enqueue_nowait`` raises."""
+    REJECT = "reject"
+    """Raise `QueueFullError` at once."""
+    DROP_OLDEST = "drop_oldest"
+    """Evict the oldest queued item to make room."""
+    DROP_NEWEST = "drop_newest"
+    """Evict the most recently queued item to make room."""
+    DROP_WRITE = "drop_write"
+    """Discard the item being written; it is returned with state ``DROPPED``."""
+
+    def __str__(self) -> str:
+        return self.value
+
+    @classmethod
+    def _missing_(cls, value: object) -> FullMode | None:
+        if isinstance(value, str):
+            key = value.strip().lower().replace("-", "_")
+            for mode in cls:
+                if mode.value == key:
+                    return mode
+        return None
+
+
+def parse_full_mode(value: FullMode | str, argument: str = "full_mode") -> FullMode:
+    """A `FullMode` from a member or its name, case-insensitively; `ValueError` if unknown."""
+    try:
+        return FullMode(value)
+    except ValueError:
+        choices = ", ".join(repr(m.value) for m in FullMode)
+        raise ValueError(f"{argument} must be one of {choices}, got {value!r}") from None
+
+
+@runtime_checkable
+class Channel(Protocol):
+    """What a `WorkerPool` needs from a channel.
+
+    Producers call ``enqueue``/``enqueue_nowait``; consumers call ``dequeue_nowait``
+    (raising ``anyio.WouldBlock`` when nothing is ready), ``dequeue``, and
+    ``task_done`` once per item they took, whatever became of it (a durable channel
+    acknowledges there). ``close`` stops intake; ``take_all`` removes what is still
+    queued at the shutdown deadline. Counters are lifetime totals.
+    """
+
+    @property
+    def capacity(self) -> int: ...
+
+    @property
+    def closed(self) -> bool: ...
+
+    @property
+    def enqueued_total(self) -> int: ...
+
+    @property
+    def dropped_total(self) -> int: ...
+
+    @property
+    def rejected_total(self) -> int: ...
+
+    def qsize(self) -> int: ...
+
+    async def enqueue(
+        self,
+        work: Work,
+        parent_session: Session | None = None,
+        *,
+        retry: RetryPolicy | None = None,
+        timeout: float | None = None,
+        name: str | None = None,
+    ) -> WorkItem: ...
+
+    def enqueue_nowait(
+        self,
+        work: Work,
+        parent_session: Session | None = None,
+        *,
+        retry: RetryPolicy | None = None,
+        timeout: float | None = None,
+        name: str | None = None,
+    ) -> WorkItem: ...
+
+    async def dequeue(self) -> WorkItem: ...
+
+    def dequeue_nowait(self) -> WorkItem: ...
+
+    def task_done(self, item: WorkItem) -> None: ...
+
+    async def join(self) -> None: ...
+
+    def close(self) -> None: ...
+
+    def take_all(self) -> list[WorkItem]: ...
+
+
+def _wake_first(waiters: deque[anyio.Event]) -> None:
+    while waiters:
+        event = waiters.popleft()
+        if not event.is_set():
+            event.set()
+            return
+
+
+def _wake_all(waiters: deque[anyio.Event]) -> None:
+    while waiters:
+        waiters.popleft().set()
+
+
+@final
+class BackgroundWorker:
+    """A bounded FIFO channel of `WorkItem`, usable with or without a pool.
+
+    Hand it to producers the way the .NET code injects ``IBackgroundWorker``; a
+    `WorkerPool` built with ``worker=`` consumes it. Every method runs on the event
+    loop's thread (use ``WorkerPool.enqueue_threadsafe`` from other threads).
+
+    Args:
+        capacity: how many items may wait in the channel.
+        full_mode: what ``enqueue`` does when the channel is full (`FullMode` or
+            its name).
+        enqueue_timeout: in ``WAIT`` mode, how long ``enqueue`` waits for room
+            before raising `QueueFullError`; ``None`` waits as long as it takes.
+        on_drop: called with each dropped item (sync or async).
+
+    Raises:
+        ValueError: for a capacity below 1, an unknown mode, or a bad timeout.
+    """
+
+    __slots__ = (
+        "_capacity",
+        "_closed",
+        "_drop_hooks",
+        "_dropped",
+        "_enqueue_timeout",
+        "_enqueued",
+        "_full_mode",
+        "_getters",
+        "_idle",
+        "_items",
+        "_putters",
+        "_rejected",
+        "_spawn",
+        "_unfinished",
+    )
+
+    def __init__(
+        self,
+        capacity: int = 1000,
+        full_mode: FullMode | str = FullMode.WAIT,
+        *,
+        enqueue_timeout: float | None = None,
+        on_drop: Hook | None = None,
+    ) -> None:
+        if isinstance(capacity, bool) or not isinstance(capacity, int):
+            raise TypeError(f"capacity must be an int, got {capacity!r}")
+        if capacity < 1:
+            raise ValueError(f"capacity must be at least 1, got {capacity}")
+        self._capacity = capacity
+        self._full_mode = parse_full_mode(full_mode)
+        self._enqueue_timeout = check_timeout(enqueue_timeout, "enqueue_timeout")
+        self._drop_hooks: list[Hook] = [on_drop] if on_drop is not None else []
+        self._items: deque[WorkItem] = deque()
+        self._getters: deque[anyio.Event] = deque()
+        self._putters: deque[anyio.Event] = deque()
+        self._idle: anyio.Event | None = None
+        self._closed = False
+        self._unfinished = 0
+        self._enqueued = 0
+        self._dropped = 0
+        self._rejected = 0
+        self._spawn: Callable[[Callable[[], Awaitable[None]]], None] | None = None
+
+    # -- introspection -------------------------------------------------------------
+
+    @property
+    def capacity(self) -> int:
+        """How many items may wait in the channel."""
+        return self._capacity
+
+    @property
+    def full_mode(self) -> FullMode:
+        """What ``enqueue`` does when the channel is full."""
+        return self._full_mode
+
+    @property
+    def enqueue_timeout(self) -> float | None:
+        """In ``WAIT`` mode, how long ``enqueue`` waits for room."""
+        return self._enqueue_timeout
+
+    @property
+    def closed(self) -> bool:
+        """Whether `close` was called."""
+        return self._closed
+
+    @property
+    def enqueued_total(self) -> int:
+        """Items accepted so far, including those dropped later."""
+        return self._enqueued
+
+    @property
+    def dropped_total(self) -> int:
+        """Items dropped so far by a ``DROP_*`` mode."""
+        return self._dropped
+
+    @property
+    def rejected_total(self) -> int:
+        """`QueueFullError` raised so far."""
+        return self._rejected
+
+    @property
+    def unfinished(self) -> int:
+        """Accepted items not yet finished: queued, or taken and not `task_done`."""
+        return self._unfinished
+
+    def qsize(self) -> int:
+        """How many items are waiting in the channel."""
+        return len(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __repr__(self) -> str:
+        return (
+            f"<BackgroundWorker {len(self._items)}/{self._capacity} "
+            f"{self._full_mode.value}{' closed' if self._closed else ''}>"
+        )
+
+    # -- producers -----------------------------------------------------------------
+
+    async def enqueue(
+        self,
+        work: Work,
+        parent_session: Session | None = None,
+        *,
+        retry: RetryPolicy | None = None,
+        timeout: float | None = None,
+        name: str | None = None,
+    ) -> WorkItem:
+        """Queue *work* and return its `WorkItem` (the .NET ``QueueBackgroundWorkAsync``).
+
+        When the channel is full, the full mode decides: wait for room, raise
+        `QueueFullError`, or drop an item (which goes to ``on_drop``).
+
+        Args:
+            work: ``async def work(scope, stopping)`` or a sync function of the same
+                arguments (run in a worker thread). Bind other arguments with
+                ``functools.partial`` or a closure.
+            parent_session: a session to join, e.g. the request's.
+            retry: a `RetryPolicy` for this item, over the function's own.
+            timeout: seconds each attempt may run before `TimeoutError`.
+            name: a name for logs and metrics (default: the function's).
+
+        Raises:
+            TypeError: *work* is not a work function (``None``, a coroutine object...).
+            PoolClosedError: the channel is closed.
+            QueueFullError: the channel is full and the mode says not to wait.
+        """
+        item = WorkItem(work, parent_session, retry=retry, timeout=timeout, name=name)
+        if self._closed:
+            raise self._closed_error()
+        if len(self._items) >= self._capacity:
+            if self._full_mode is FullMode.WAIT:
+                await self._wait_for_room()
+            else:
+                dropped = self._make_room(item)
+                if dropped is not None:
+                    await self._report_drop_async(dropped)
+                if item.state is ItemState.DROPPED:
+                    return item
+        else:
+            await anyio.lowlevel.checkpoint_if_cancelled()
+        self._accept(item)
+        return item
+
+    def enqueue_nowait(
+        self,
+        work: Work,
+        parent_session: Session | None = None,
+        *,
+        retry: RetryPolicy | None = None,
+        timeout: float | None = None,
+        name: str | None = None,
+    ) -> WorkItem:
+        """Queue *work* without waiting; as `enqueue`, but ``WAIT`` mode raises when full.
+
+        Raises:
+            TypeError: *work* is not a work function.
+            PoolClosedError: the channel is closed.
+            QueueFullError: the channel is full in ``WAIT`` or ``REJECT`` mode.
+        """
+        item = WorkItem(work, parent_session, retry=retry, timeout=timeout, name=name)
+        if self._closed:
+            raise self._closed_error()
+        if len(self._items) >= self._capacity:
+            if self._full_mode is FullMode.WAIT:
+                self._rejected += 1
+                raise QueueFullError(
+                    f"the channel is full ({self._capacity} items); enqueue_nowait() never "
+                    "waits: use 'await enqueue()' to wait for room, or raise the capacity"
+                )
+            dropped = self._make_room(item)
+            if dropped is not None:
+                self._report_drop_sync(dropped)
+            if item.state is ItemState.DROPPED:
+                return item
+        self._accept(item)
+        return item
+
+    def _accept(self, item: WorkItem) -> None:
+        item.enqueued_at = time.monotonic()
+        self._items.append(item)
+        self._enqueued += 1
+        self._unfinished += 1
+        if self._getters:
+            _wake_first(self._getters)
+
+    async def _wait_for_room(self) -> None:
+        timeout = self._enqueue_timeout
+        try:
+            with anyio.fail_after(timeout):
+                while len(self._items) >= self._capacity:
+                    if self._closed:
+                        raise self._closed_error()
+                    event = anyio.Event()
+                    self._putters.append(event)
+                    try:
+                        await event.wait()
+                    except BaseException:
+                        # Woken and cancelled at once: pass the room on.
+                        if event.is_set() and len(self._items) < self._capacity:
+                            _wake_first(self._putters)
+                        raise
+        except TimeoutError:
+            self._rejected += 1
+            raise QueueFullError(
+                f"the channel stayed full ({self._capacity} items) for the enqueue_timeout "
+                f"of {timeout} s; the consumers are not keeping up"
+            ) from None
+        if self._closed:
+            raise self._closed_error()
+
+    def _make_room(self, item: WorkItem) -> WorkItem | None:
+        """Apply a non-waiting full mode; return the dropped item, if any."""
+        mode = self._full_mode
+        if mode is FullMode.REJECT:
+            self._rejected += 1
+            raise QueueFullError(
+                f"the channel is full ({self._capacity} items) and its full_mode is "
+                "'reject'; retry later, raise the capacity, or choose another full_mode"
+            )
+        if mode is FullMode.DROP_WRITE:
+            self._enqueued += 1  # accepted, and dropped at once
+            dropped = item
+        elif mode is FullMode.DROP_OLDEST:
+            dropped = self._items.popleft()
+            self._unfinished -= 1
+        else:  # DROP_NEWEST
+            dropped = self._items.pop()
+            self._unfinished -= 1
+        dropped.state = ItemState.DROPPED
+        self._dropped += 1
+        logger.warning(
+            "channel full (%d items, %s): dropped %s", self._capacity, mode.value, dropped.name
+        )
+        if self._unfinished == 0:
+            self._set_idle()
+        return dropped
+
+    async def _report_drop_async(self, item: WorkItem) -> None:
+        for hook in self._drop_hooks:
+            await call_hook(hook, "on_drop", item)
+
+    def _report_drop_sync(self, item: WorkItem) -> None:
+        for hook in self._drop_hooks:
+            call_hook_sync(hook, "on_drop", item, spawn=self._spawn)
+
+    def _closed_error(self) -> PoolClosedError:
+        return PoolClosedError(
+            "the pool is shutting down or shut down and accepts no more work; enqueue "
+            "before shutdown, or start a new pool"
+        )
+
+    # -- consumers -----------------------------------------------------------------
+
+    def dequeue_nowait(self) -> WorkItem:
+        """Take the oldest item at once.
+
+        Raises:
+            anyio.WouldBlock: the channel is empty (and open).
+            PoolClosedError: the channel is closed and empty.
+        """
+        if self._items:
+            item = self._items.popleft()
+            if self._putters:
+                _wake_first(self._putters)
+            return item
+        if self._closed:
+            raise PoolClosedError("the channel is closed and empty")
+        raise anyio.WouldBlock
+
+    async def dequeue(self) -> WorkItem:
+        """Take the oldest item, waiting while the channel is empty (``DequeueAsync``).
+
+        Several concurrent callers each get distinct items. The caller owns the item
+        and calls `task_done` when it is finished with it.
+
+        Raises:
+            PoolClosedError: the channel is closed and empty.
+        """
+        await anyio.lowlevel.checkpoint_if_cancelled()
+        while True:
+            try:
+                item = self.dequeue_nowait()
+            except anyio.WouldBlock:
+                pass
+            else:
+                await anyio.lowlevel.cancel_shielded_checkpoint()
+                return item
+            event = anyio.Event()
+            self._getters.append(event)
+            try:
+                await event.wait()
+            except BaseException:
+                # Woken and cancelled at once: let another getter take the item.
+                if event.is_set() and self._items:
+                    _wake_first(self._getters)
+                raise
+
+    def task_done(self, item: WorkItem) -> None:
+        """Mark an item taken with `dequeue` as finished, whatever its outcome."""
+        self._unfinished -= 1
+        if self._unfinished <= 0:
+            self._unfinished = 0
+            self._set_idle()
+
+    async def join(self) -> None:
+        """Wait until every accepted item is finished (queue empty, nothing running)."""
+        if self._unfinished == 0:
+            await anyio.lowlevel.checkpoint()
+            return
+        if self._idle is None:
+            self._idle = anyio.Event()
+        idle = self._idle
+        await idle.wait()
+
+    def _set_idle(self) -> None:
+        idle, self._idle = self._idle, None
+        if idle is not None:
+            idle.set()
+
+    def close(self) -> None:
+        """Stop intake: ``enqueue*`` raise `PoolClosedError` from now on.
+
+        Items already queued can still be dequeued; once they are gone, ``dequeue``
+        raises `PoolClosedError`. Waiting producers and consumers are woken.
+        Idempotent.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        _wake_all(self._putters)
+        _wake_all(self._getters)
+
+    def take_all(self) -> list[WorkItem]:
+        """Remove and return every queued item (for the shutdown deadline)."""
+        items = list(self._items)
+        self._items.clear()
+        self._unfinished -= len(items)
+        if self._unfinished <= 0:
+            self._unfinished = 0
+            self._set_idle()
+        _wake_all(self._putters)
+        return items
+
+    def _set_spawner(self, spawn: Callable[[Callable[[], Awaitable[None]]], None] | None) -> None:
+        self._spawn = spawn
+
+    def _add_drop_hook(self, hook: Hook) -> None:
+        self._drop_hooks.append(hook)
+
+    def _remove_drop_hook(self, hook: Hook) -> None:
+        if hook in self._drop_hooks:
+            self._drop_hooks.remove(hook)
+
+

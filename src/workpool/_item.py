@@ -1,0 +1,221 @@
+"""WorkItem, its states, and validation of what may be enqueued."""
+
+from __future__ import annotations
+
+import enum
+import inspect
+import math
+import os
+import time
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import TYPE_CHECKING, Any, Final, TypeAlias, final
+from uuid import UUID, SafeUUID
+
+if TYPE_CHECKING:
+    from ._retry import RetryPolicy
+    from ._scope import Scope
+    from ._session import Session
+    from ._stop import StopToken
+
+__all__ = ["ItemState", "Work", "WorkItem", "new_uuid4"]
+
+#: A work delegate: ``async def work(scope, stopping)`` or a sync one (run in a thread).
+Work: TypeAlias = Callable[["Scope", "StopToken"], Awaitable[None] | None]
+
+_UUID_NEW = object.__new__
+_UUID_SET = object.__setattr__
+_VERSION_4: Final = (4 << 76) | (0x8000 << 48)
+_CLEAR_VERSION: Final = ~((0xF000 << 64) | (0xC000 << 48)) & ((1 << 128) - 1)
+
+
+def new_uuid4() -> UUID:
+    """A random (version 4) UUID from ``os.urandom``, as ``uuid.uuid4()`` makes.
+
+    About four times cheaper than ``uuid4()``, which goes through ``UUID.__init__``'s
+    argument checks; the value and its randomness are the same.
+    """
+    value = (int.from_bytes(os.urandom(16), "big") & _CLEAR_VERSION) | _VERSION_4
+    uid = _UUID_NEW(UUID)
+    _UUID_SET(uid, "int", value)
+    _UUID_SET(uid, "is_safe", SafeUUID.unknown)
+    return uid
+
+
+class ItemState(enum.Enum):
+    """Where a `WorkItem` is in its life."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    DROPPED = "dropped"
+    CANCELLED = "cancelled"
+    ABANDONED = "abandoned"
+
+    @property
+    def finished(self) -> bool:
+        """True for the final states (everything but ``QUEUED`` and ``RUNNING``)."""
+        return self is not ItemState.QUEUED and self is not ItemState.RUNNING
+
+
+# Whether a callable's code is a coroutine function, by code object: closures and
+# bound methods share theirs, so this stays as small as the program.
+_is_async_by_code: dict[object, bool] = {}
+
+
+def _is_async(work: Callable[..., Any]) -> bool:
+    func: Any = work
+    while isinstance(func, partial):
+        func = func.func
+    code = getattr(func, "__code__", None)
+    if code is not None:
+        known = _is_async_by_code.get(code)
+        if known is None:
+            known = _is_async_by_code[code] = inspect.iscoroutinefunction(func)
+        return known
+    if inspect.iscoroutinefunction(func):
+        return True
+    call = getattr(func, "__call__", None)  # noqa: B004 - instances with async __call__
+    return call is not None and inspect.iscoroutinefunction(call)
+
+
+def retry_of(work: Callable[..., Any]) -> RetryPolicy | None:
+    """The policy ``@retry_policy`` attached to *work*, looking through partials."""
+    func: Any = work
+    while True:
+        policy = getattr(func, "__workpool_retry__", None)
+        if policy is not None or not isinstance(func, partial):
+            return policy
+        func = func.func
+
+
+def check_work(work: object) -> None:
+    """Raise `TypeError` at once for what cannot be run as a work delegate."""
+    if callable(work):
+        return
+    if work is None:
+        raise TypeError(
+            "enqueue() got None instead of a work function; pass a callable taking "
+            "(scope, stopping), e.g. enqueue(send_receipt) or "
+            "enqueue(functools.partial(send_receipt, order_id))"
+        )
+    if inspect.iscoroutine(work):
+        name = getattr(work, "__qualname__", "the function")
+        work.close()  # it will never run: don't let it warn "never awaited"
+        raise TypeError(
+            f"enqueue() got a coroutine object ({name}(...)) instead of a work function; "
+            f"pass the function itself, enqueue({name}), or bind its arguments with "
+            f"functools.partial({name}, ...) or a lambda"
+        )
+    raise TypeError(
+        f"enqueue() needs a callable taking (scope, stopping), got {type(work).__name__!r}"
+    )
+
+
+def check_timeout(timeout: float | None, argument: str = "timeout") -> float | None:
+    """Validate a timeout in seconds: ``None`` or a positive, finite number."""
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+        raise TypeError(f"{argument} must be a number of seconds or None, got {timeout!r}")
+    if not (timeout > 0 and math.isfinite(timeout)):
+        raise ValueError(f"{argument} must be a positive number of seconds, got {timeout!r}")
+    return float(timeout)
+
+
+def work_name(work: Callable[..., Any]) -> str:
+    """A readable name for a work function: its qualified name, through partials."""
+    func: Any = work
+    while isinstance(func, partial):
+        func = func.func
+    name = getattr(func, "__qualname__", None) or getattr(func, "__name__", None)
+    if name is None:
+        name = type(func).__qualname__
+    module = getattr(func, "__module__", None)
+    return f"{module}.{name}" if module and module != "__main__" else str(name)
+
+
+@final
+class WorkItem:
+    """One queued unit of background work.
+
+    Attributes:
+        work: the delegate, called as ``work(scope, stopping)``.
+        parent_session: the session the item should join, if any.
+        retry: the policy given to ``enqueue(retry=...)``, if any.
+        timeout: the per-attempt timeout given to ``enqueue(timeout=...)``, if any.
+        enqueued_at: ``time.monotonic()`` when the channel accepted the item.
+        state: an `ItemState`.
+        attempts: how many attempts have started.
+    """
+
+    __slots__ = (
+        "_id",
+        "_is_async",
+        "_name",
+        "attempts",
+        "enqueued_at",
+        "parent_session",
+        "retry",
+        "state",
+        "timeout",
+        "work",
+    )
+
+    def __init__(
+        self,
+        work: Work,
+        parent_session: Session | None = None,
+        *,
+        retry: RetryPolicy | None = None,
+        timeout: float | None = None,
+        name: str | None = None,
+    ) -> None:
+        check_work(work)
+        if retry is not None:
+            from ._retry import RetryPolicy
+
+            if not isinstance(retry, RetryPolicy):
+                raise TypeError(f"retry must be a RetryPolicy or None, got {retry!r}")
+        if parent_session is not None:
+            from ._session import Session
+
+            if not isinstance(parent_session, Session):
+                raise TypeError(
+                    f"parent_session must be a workpool.Session or None, got {parent_session!r}"
+                )
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"name must be a str or None, got {name!r}")
+        self.work = work
+        self.parent_session = parent_session
+        self.retry = retry
+        self.timeout = check_timeout(timeout) if timeout is not None else None
+        self._name = name
+        self._id: UUID | None = None
+        self._is_async = _is_async(work)
+        self.enqueued_at = time.monotonic()
+        self.state = ItemState.QUEUED
+        self.attempts = 0
+
+    @property
+    def id(self) -> UUID:
+        """A random UUID, made the first time it is read."""
+        if self._id is None:
+            self._id = new_uuid4()
+        return self._id
+
+    @property
+    def name(self) -> str:
+        """The name given to ``enqueue(name=...)``, else the work function's name."""
+        if self._name is None:
+            self._name = work_name(self.work)
+        return self._name
+
+    @property
+    def is_async(self) -> bool:
+        """Whether the work runs on the event loop (else in a worker thread)."""
+        return self._is_async
+
+    def __repr__(self) -> str:
+        return f"<WorkItem {self.name} {self.state.name}>"

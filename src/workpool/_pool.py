@@ -1,0 +1,806 @@
+"""WorkerPool: N consumers over one channel, the per-item lifecycle, and the drain."""
+
+from __future__ import annotations
+
+import inspect
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from contextvars import copy_context
+from functools import partial
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self, final
+
+import anyio
+import anyio.from_thread
+import anyio.lowlevel
+import anyio.to_thread
+import svcs
+
+from ._channel import BackgroundWorker, Channel, FullMode
+from ._context import _current_scope, run_in_context
+from ._exceptions import PoolClosedError
+from ._hooks import Hook, call_hook
+from ._item import ItemState, Work, WorkItem, check_timeout, check_work, retry_of
+from ._log import logger
+from ._retry import RetryPolicy, RetryRun
+from ._scope import ItemSession, Scope, ScopeFactory, svcs_scope_factory
+from ._session import Session, SessionManager
+from ._stats import DrainReport, PoolStats, Timings
+from ._stop import StopToken
+
+if TYPE_CHECKING:
+    from ._settings import PoolSettings
+
+__all__ = ["WorkerPool"]
+
+# Consumers take items without yielding while the channel has them; every this many
+# items they checkpoint so that one busy consumer cannot starve the event loop.
+_CHECKPOINT_EVERY = 32
+
+
+def _check_count(value: int, argument: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{argument} must be an int, got {value!r}")
+    if value < 1:
+        raise ValueError(f"{argument} must be at least 1, got {value}")
+    return value
+
+
+def _check_deadline(value: float, argument: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{argument} must be a number of seconds, got {value!r}")
+    if not value >= 0:  # also rejects NaN
+        raise ValueError(f"{argument} must be zero or more seconds, got {value!r}")
+    return float(value)
+
+
+@final
+class WorkerPool:
+    """N consumers sharing one bounded channel (the .NET ``BackgroundTaskService``).
+
+    Each item runs in its own DI scope (a fresh ``svcs`` container per attempt) and
+    session (its parent's when that is still active, else its own), under its retry
+    policy and per-attempt timeout; the pool drains gracefully when it shuts down.
+
+    ::
+
+        async with WorkerPool(consumers=4) as pool:
+            await pool.enqueue(send_receipt, request_session)
+
+    Args:
+        consumers: how many items run at once.
+        capacity: how many items may wait in the channel.
+        full_mode: what ``enqueue`` does when the channel is full.
+        enqueue_timeout: in ``WAIT`` mode, how long ``enqueue`` waits for room.
+        shutdown_deadline: seconds the drain may take before in-flight items are
+            cancelled and queued ones abandoned.
+        task_timeout: default per-attempt timeout in seconds.
+        thread_limit: how many sync work functions may run in threads at once.
+        default_retry: the policy for items with none of their own.
+        registry: an ``svcs.Registry`` for the scoped services.
+        scope_factory: your own `ScopeFactory`, instead of *registry*.
+        session_manager: the `SessionManager` (default: a new one).
+        worker: an existing channel to consume (then *capacity*, *full_mode* and
+            *enqueue_timeout* are the channel's own).
+        on_drop: called with each item a full channel drops.
+        on_dead_letter: called as ``(item, exception)`` when an item fails for good.
+        on_abandoned: called once at shutdown with the items that did not finish.
+        cleanup_interval: seconds between sweeps of expired sessions.
+        cleanup_grace: seconds scope and session cleanups may still run once the
+            shutdown deadline has passed.
+
+    Raises:
+        ValueError: an argument is out of range (the message names it).
+        TypeError: an argument has the wrong type.
+    """
+
+    def __init__(
+        self,
+        consumers: int = 4,
+        capacity: int = 1000,
+        full_mode: FullMode | str = FullMode.WAIT,
+        enqueue_timeout: float | None = None,
+        shutdown_deadline: float = 30.0,
+        task_timeout: float | None = None,
+        thread_limit: int = 40,
+        default_retry: RetryPolicy | None = None,
+        registry: svcs.Registry | None = None,
+        scope_factory: ScopeFactory | None = None,
+        session_manager: SessionManager | None = None,
+        worker: Channel | None = None,
+        on_drop: Hook | None = None,
+        on_dead_letter: Hook | None = None,
+        on_abandoned: Hook | None = None,
+        *,
+        cleanup_interval: float = 60.0,
+        cleanup_grace: float = 1.0,
+    ) -> None:
+        self._consumers = _check_count(consumers, "consumers")
+        self._shutdown_deadline = _check_deadline(shutdown_deadline, "shutdown_deadline")
+        self._task_timeout = check_timeout(task_timeout, "task_timeout")
+        self._thread_limit = _check_count(thread_limit, "thread_limit")
+        if default_retry is not None and not isinstance(default_retry, RetryPolicy):
+            raise TypeError(f"default_retry must be a RetryPolicy or None, got {default_retry!r}")
+        self._default_retry = default_retry
+        if registry is not None and scope_factory is not None:
+            raise ValueError("pass registry or scope_factory, not both")
+        if registry is not None and not isinstance(registry, svcs.Registry):
+            raise TypeError(f"registry must be an svcs.Registry, got {registry!r}")
+        if scope_factory is not None and not callable(scope_factory):
+            raise TypeError(f"scope_factory must be callable, got {scope_factory!r}")
+        # A custom factory is user code: call it when each attempt starts so that its
+        # failure fails the attempt. svcs containers are made on first use instead.
+        self._eager_factory = scope_factory is not None
+        self._factory: ScopeFactory = scope_factory or svcs_scope_factory(
+            registry if registry is not None else svcs.Registry()
+        )
+        if session_manager is not None and not isinstance(session_manager, SessionManager):
+            raise TypeError(f"session_manager must be a SessionManager, got {session_manager!r}")
+        self._sessions = session_manager if session_manager is not None else SessionManager()
+        self._cleanup_interval = check_timeout(cleanup_interval, "cleanup_interval") or 60.0
+        self._cleanup_grace = _check_deadline(cleanup_grace, "cleanup_grace")
+        for argument, hook in (
+            ("on_drop", on_drop),
+            ("on_dead_letter", on_dead_letter),
+            ("on_abandoned", on_abandoned),
+        ):
+            if hook is not None and not callable(hook):
+                raise TypeError(f"{argument} must be callable, got {hook!r}")
+        if worker is None:
+            self._worker: Channel = BackgroundWorker(
+                capacity, full_mode, enqueue_timeout=enqueue_timeout, on_drop=on_drop
+            )
+        else:
+            if not isinstance(worker, Channel):
+                raise TypeError(f"worker must be a BackgroundWorker (or a Channel), got {worker!r}")
+            if capacity != 1000 or full_mode != FullMode.WAIT or enqueue_timeout is not None:
+                raise ValueError(
+                    "capacity, full_mode and enqueue_timeout belong to the worker passed as "
+                    "worker=; configure them on the BackgroundWorker itself"
+                )
+            self._worker = worker
+            if on_drop is not None:
+                add = getattr(worker, "_add_drop_hook", None)
+                if add is None:
+                    raise ValueError("this channel takes no on_drop hook from the pool")
+                add(on_drop)
+        self._on_dead_letter = on_dead_letter
+        self._on_abandoned = on_abandoned
+        self._stop = StopToken()
+
+        # counters (lifetime totals)
+        self._busy = 0
+        self._succeeded = 0
+        self._failed = 0
+        self._retried = 0
+        self._dead_lettered = 0
+        self._timed_out = 0
+        self._cancelled_items: list[WorkItem] = []
+        self._abandoned_items: list[WorkItem] = []
+        self._wait_times = Timings()
+        self._run_times = Timings()
+
+        # lifecycle; anyio objects are made once a loop runs
+        self._started = False
+        self._running = False
+        self._task_group: anyio.abc.TaskGroup | None = None
+        self._consumer_scope: anyio.CancelScope | None = None
+        self._sweeper_scope: anyio.CancelScope | None = None
+        self._consumers_done: anyio.Event | None = None
+        self._live_consumers = 0
+        self._in_flight: list[WorkItem | None] = [None] * self._consumers
+        self._cleanup_scopes: set[anyio.CancelScope] = set()
+        self._cut_off_at: float | None = None
+        self._limiter: anyio.CapacityLimiter | None = None
+        self._token: anyio.lowlevel.EventLoopToken | None = None
+        self._loop_thread: int | None = None
+        self._shutdown_done: anyio.Event | None = None
+        self._report: DrainReport | None = None
+
+    @classmethod
+    def from_settings(cls, settings: PoolSettings | None = None, **overrides: Any) -> WorkerPool:
+        """A pool configured from `PoolSettings` (environment, ``.env``, TOML).
+
+        Args:
+            settings: the settings; default ``PoolSettings()``, which reads them.
+            **overrides: any constructor argument, over the settings.
+        """
+        if settings is None:
+            from ._settings import PoolSettings
+
+            settings = PoolSettings()
+        kwargs: dict[str, Any] = {
+            "consumers": settings.consumers,
+            "capacity": settings.capacity,
+            "full_mode": settings.full_mode,
+            "enqueue_timeout": settings.enqueue_timeout,
+            "shutdown_deadline": settings.shutdown_deadline,
+            "task_timeout": settings.task_timeout,
+            "thread_limit": settings.thread_limit,
+            "default_retry": settings.retry.policy(),
+            "cleanup_interval": settings.session.cleanup_interval,
+        }
+        if "worker" in overrides:
+            for key in ("capacity", "full_mode", "enqueue_timeout"):
+                kwargs.pop(key)
+        if "session_manager" not in overrides:
+            kwargs["session_manager"] = SessionManager(settings.session.default_duration)
+        kwargs.update(overrides)
+        return cls(**kwargs)
+
+    # -- properties ----------------------------------------------------------------
+
+    @property
+    def worker(self) -> Channel:
+        """The channel the consumers take items from (hand it to producers)."""
+        return self._worker
+
+    @property
+    def session_manager(self) -> SessionManager:
+        """The pool's `SessionManager` (for requests that share sessions with items)."""
+        return self._sessions
+
+    @property
+    def stopping(self) -> StopToken:
+        """The `StopToken` passed to every work function; set when shutdown begins."""
+        return self._stop
+
+    @property
+    def consumers(self) -> int:
+        """How many consumers the pool runs."""
+        return self._consumers
+
+    @property
+    def shutdown_deadline(self) -> float:
+        """The default drain deadline in seconds."""
+        return self._shutdown_deadline
+
+    @property
+    def running(self) -> bool:
+        """True between start and the end of shutdown."""
+        return self._running
+
+    @property
+    def report(self) -> DrainReport | None:
+        """The `DrainReport`, once the pool has shut down."""
+        return self._report
+
+    def __repr__(self) -> str:
+        state = "running" if self._running else ("shut down" if self._report else "idle")
+        return f"<WorkerPool consumers={self._consumers} {state} {self._worker!r}>"
+
+    # -- producers -----------------------------------------------------------------
+
+    async def enqueue(
+        self,
+        work: Work,
+        parent_session: Session | None = None,
+        *,
+        retry: RetryPolicy | None = None,
+        timeout: float | None = None,
+        name: str | None = None,
+    ) -> WorkItem:
+        """Queue *work*; see `BackgroundWorker.enqueue` (waits in ``WAIT`` mode when full).
+
+        Raises:
+            TypeError: *work* is not a work function.
+            PoolClosedError: shutdown has begun.
+            QueueFullError: the channel is full and its mode says not to wait.
+        """
+        return await self._worker.enqueue(
+            work, parent_session, retry=retry, timeout=timeout, name=name
+        )
+
+    def enqueue_nowait(
+        self,
+        work: Work,
+        parent_session: Session | None = None,
+        *,
+        retry: RetryPolicy | None = None,
+        timeout: float | None = None,
+        name: str | None = None,
+    ) -> WorkItem:
+        """Queue *work* without waiting; `QueueFullError` when full in ``WAIT`` mode."""
+        return self._worker.enqueue_nowait(
+            work, parent_session, retry=retry, timeout=timeout, name=name
+        )
+
+    def enqueue_threadsafe(
+        self,
+        work: Work,
+        parent_session: Session | None = None,
+        *,
+        retry: RetryPolicy | None = None,
+        timeout: float | None = None,
+        name: str | None = None,
+    ) -> WorkItem:
+        """Queue *work* from a thread other than the event loop's (Django, Flask...).
+
+        Blocks the calling thread the way `enqueue` waits, under the same full-mode
+        rules, and returns the `WorkItem`.
+
+        Raises:
+            RuntimeError: called on the event loop's own thread, or the pool has not
+                started.
+            TypeError: *work* is not a work function.
+            PoolClosedError: shutdown has begun.
+            QueueFullError: the channel is full and its mode says not to wait.
+        """
+        check_work(work)
+        if self._worker.closed:
+            raise PoolClosedError("the pool is shutting down or shut down and accepts no more work")
+        token = self._token
+        if token is None:
+            raise RuntimeError(
+                "the pool is not running: start it (async with pool) before calling "
+                "enqueue_threadsafe(), or use enqueue_nowait() on the event loop"
+            )
+        if threading.get_ident() == self._loop_thread:
+            raise RuntimeError(
+                "enqueue_threadsafe() was called on the event loop's own thread, where it "
+                "would block the loop; use 'await pool.enqueue(...)' or enqueue_nowait()"
+            )
+        call = partial(self._worker.enqueue, work, parent_session, retry=retry, timeout=timeout, name=name)
+        return anyio.from_thread.run(call, token=token)
+
+    async def join(self) -> None:
+        """Wait until the channel is empty and no item is running."""
+        await self._worker.join()
+
+    def stats(self) -> PoolStats:
+        """A `PoolStats` snapshot of counters and timings."""
+        worker = self._worker
+        return PoolStats(
+            consumers=self._consumers,
+            busy=self._busy,
+            queued=worker.qsize(),
+            capacity=worker.capacity,
+            enqueued=worker.enqueued_total,
+            succeeded=self._succeeded,
+            failed=self._failed,
+            retried=self._retried,
+            dead_lettered=self._dead_lettered,
+            dropped=worker.dropped_total,
+            rejected=worker.rejected_total,
+            timed_out=self._timed_out,
+            cancelled=len(self._cancelled_items),
+            abandoned=len(self._abandoned_items),
+            wait_time=self._wait_times.summary(),
+            run_time=self._run_times.summary(),
+            running=self._running,
+        )
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        if self._started:
+            raise RuntimeError("this WorkerPool was already started; a pool runs once")
+        if self._report is not None or self._worker.closed:
+            raise RuntimeError("this WorkerPool was shut down; make a new one")
+        self._started = True
+        self._limiter = anyio.CapacityLimiter(self._thread_limit)
+        self._consumers_done = anyio.Event()
+        self._token = anyio.lowlevel.current_token()
+        self._loop_thread = threading.get_ident()
+        task_group = anyio.create_task_group()
+        await task_group.__aenter__()
+        self._task_group = task_group
+        try:
+            await task_group.start(self._run)
+        except BaseException as exc:
+            self._running = False
+            await task_group.__aexit__(type(exc), exc, exc.__traceback__)
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        task_group = self._task_group
+        try:
+            await self.shutdown()
+        finally:
+            if task_group is not None:
+                self._task_group = None
+                # The body's exception is not the task group's: passing it in would
+                # wrap it in an ExceptionGroup. Let it propagate as it was.
+                await task_group.__aexit__(None, None, None)
+
+    async def _run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        worker = self._worker
+        set_spawner = getattr(worker, "_set_spawner", None)
+        with anyio.CancelScope() as consumer_scope:
+            self._consumer_scope = consumer_scope
+            async with anyio.create_task_group() as consumers:
+                self._live_consumers = self._consumers
+                for index in range(self._consumers):
+                    consumers.start_soon(self._consume, index, name=f"workpool consumer {index}")
+                with anyio.CancelScope() as sweeper_scope:
+                    self._sweeper_scope = sweeper_scope
+                    if set_spawner is not None:
+                        set_spawner(self._spawn)
+                    self._running = True
+                    task_status.started()
+                    await self._sweep()
+        if set_spawner is not None:
+            set_spawner(None)
+
+    def _spawn(self, func: Callable[[], Awaitable[None]]) -> None:
+        task_group = self._task_group
+        if task_group is None:
+            raise RuntimeError("the pool is not running")
+        task_group.start_soon(func)
+
+    async def _sweep(self) -> None:
+        while True:
+            await anyio.sleep(self._cleanup_interval)
+            with anyio.CancelScope(shield=True):
+                try:
+                    await self._sessions.sweep_expired()
+                except Exception:
+                    logger.exception("sweeping expired sessions failed")
+
+    def _consumer_exited(self) -> None:
+        self._live_consumers -= 1
+        if self._live_consumers == 0:
+            if self._sweeper_scope is not None:
+                self._sweeper_scope.cancel()
+            if self._consumers_done is not None:
+                self._consumers_done.set()
+
+    async def _consume(self, index: int) -> None:
+        worker = self._worker
+        in_flight = self._in_flight
+        # Each item runs in a copy of this context; the copy is reused while items
+        # leave it as they found it, and replaced after one that set a variable.
+        base = copy_context()
+        context = base.copy()
+        taken = 0
+        try:
+            while True:
+                if taken >= _CHECKPOINT_EVERY:
+                    taken = 0
+                    await anyio.lowlevel.checkpoint()
+                try:
+                    item = worker.dequeue_nowait()
+                    taken += 1
+                except anyio.WouldBlock:
+                    taken = 0
+                    try:
+                        item = await worker.dequeue()
+                    except PoolClosedError:
+                        return
+                except PoolClosedError:
+                    return
+                in_flight[index] = item
+                try:
+                    await run_in_context(self._process(item), context)
+                finally:
+                    in_flight[index] = None
+                if context != base:
+                    context = base.copy()
+        finally:
+            self._consumer_exited()
+
+    # -- one item ------------------------------------------------------------------
+
+    async def _process(self, item: WorkItem) -> None:
+        """Run one item through its session, retry policy and attempts."""
+        item.state = ItemState.RUNNING
+        self._busy += 1
+        started = time.monotonic()
+        self._wait_times.add(started - item.enqueued_at)
+        slot = ItemSession(item, self._sessions)
+        failure: BaseException | None = None
+        retry_run: RetryRun | None = None
+        finished = False
+        try:
+            parent = item.parent_session
+            if parent is not None:
+                failure = self._join_parent(slot, parent)
+            attempt = 1
+            while failure is None:
+                item.attempts = attempt
+                error = await self._attempt(item, attempt, slot)
+                if error is None:
+                    break
+                if retry_run is None:
+                    policy = item.retry or retry_of(item.work) or self._default_retry
+                    if policy is None:
+                        failure = error
+                        break
+                    retry_run = RetryRun(policy, started)
+                try:
+                    delay = await retry_run.next_delay(error)
+                except Exception as final:
+                    failure = final
+                    break
+                finally:
+                    del error
+                # Always a checkpoint, so cancellation during a zero-second backoff
+                # ends the item rather than starting another attempt.
+                await anyio.sleep(delay)
+                attempt += 1
+                self._retried += 1
+            finished = True
+            if failure is None:
+                item.state = ItemState.SUCCEEDED
+                self._succeeded += 1
+            else:
+                item.state = ItemState.FAILED
+                self._failed += 1
+                self._log_failure(item, slot, failure)
+                if self._on_dead_letter is not None:
+                    self._dead_lettered += 1
+                    await call_hook(self._on_dead_letter, "on_dead_letter", item, failure)
+        except BaseException:
+            if not finished:
+                item.state = ItemState.CANCELLED
+                self._cancelled_items.append(item)
+            raise
+        finally:
+            failure = None
+            if retry_run is not None:
+                retry_run.close()
+            self._busy -= 1
+            if slot.held:
+                await self._release_session(slot)
+            self._run_times.add(time.monotonic() - started)
+            self._worker.task_done(item)
+
+    def _join_parent(self, slot: ItemSession, parent: Session) -> Exception | None:
+        try:
+            if self._sessions.is_active(parent):
+                slot.join(parent)
+            else:
+                logger.warning(
+                    "parent session %s of %s is not active (ended, expired or unknown); "
+                    "the item runs in a new session",
+                    parent.id,
+                    slot.item.name,
+                    extra={"work_name": slot.item.name, "session_id": parent.id},
+                )
+        except Exception as exc:
+            logger.exception(
+                "could not join session %s for %s",
+                parent.id,
+                slot.item.name,
+                extra={"work_name": slot.item.name, "session_id": parent.id},
+            )
+            return exc
+        return None
+
+    async def _attempt(self, item: WorkItem, attempt: int, slot: ItemSession) -> Exception | None:
+        """Run one attempt in a fresh scope; return its exception, or None on success."""
+        try:
+            container = self._factory() if self._eager_factory else None
+            scope = Scope(item, attempt, slot, self._factory, container)
+        except Exception as exc:
+            logger.exception(
+                "could not create the scope of %s (attempt %d)",
+                item.name,
+                attempt,
+                extra={"work_name": item.name, "attempt": attempt},
+            )
+            return exc
+        token = _current_scope.set(scope)
+        deadline: anyio.CancelScope | None = None
+        try:
+            timeout = item.timeout or self._task_timeout
+            if timeout is None:
+                if item._is_async:
+                    await item.work(scope, self._stop)  # type: ignore[misc]
+                else:
+                    await self._run_sync(item, scope)
+            else:
+                with anyio.fail_after(timeout) as deadline:
+                    if item._is_async:
+                        await item.work(scope, self._stop)  # type: ignore[misc]
+                    else:
+                        await self._run_sync(item, scope)
+        except Exception as exc:
+            if deadline is not None and deadline.cancel_called and isinstance(exc, TimeoutError):
+                self._timed_out += 1
+            return exc
+        finally:
+            _current_scope.reset(token)
+            if scope.needs_async_close:
+                await self._close_scope(scope)
+            else:
+                scope._close_sync()
+        return None
+
+    async def _run_sync(self, item: WorkItem, scope: Scope) -> None:
+        result = await anyio.to_thread.run_sync(
+            item.work, scope, self._stop, limiter=self._limiter, abandon_on_cancel=True
+        )
+        if inspect.isawaitable(result):
+            # e.g. lambda scope, stopping: send(order): run the coroutine it made
+            await result
+
+    def _shield(self) -> anyio.CancelScope:
+        """A shield for cleanup; past the shutdown deadline, it gives up after the grace."""
+        scope = anyio.CancelScope(shield=True)
+        if self._cut_off_at is not None:
+            scope.deadline = self._cut_off_at + self._cleanup_grace
+        return scope
+
+    async def _close_scope(self, scope: Scope) -> None:
+        shield = self._shield()
+        self._cleanup_scopes.add(shield)
+        try:
+            with shield:
+                try:
+                    await scope.aclose()
+                except Exception:
+                    logger.exception(
+                        "cleanup of the scope of %s (attempt %d) failed",
+                        scope.item.name,
+                        scope.attempt,
+                        extra=_ids(scope),
+                    )
+        finally:
+            self._cleanup_scopes.discard(shield)
+        if shield.cancelled_caught:
+            logger.error(
+                "cleanup of the scope of %s was cut off %.1f s after the shutdown deadline",
+                scope.item.name,
+                self._cleanup_grace,
+                extra=_ids(scope),
+            )
+
+    async def _release_session(self, slot: ItemSession) -> None:
+        session = slot.session
+        if session is None:
+            return
+        shield = self._shield()
+        self._cleanup_scopes.add(shield)
+        try:
+            with shield:
+                try:
+                    await self._sessions.release(session, slot.item.id)
+                except Exception:
+                    logger.exception(
+                        "releasing session %s of %s failed",
+                        session.id,
+                        slot.item.name,
+                        extra={"work_name": slot.item.name, "session_id": session.id},
+                    )
+        finally:
+            self._cleanup_scopes.discard(shield)
+
+    def _log_failure(self, item: WorkItem, slot: ItemSession, exc: BaseException) -> None:
+        session = slot.session
+        logger.error(
+            "%s failed for good after %d attempt%s: %s: %s",
+            item.name,
+            item.attempts,
+            "" if item.attempts == 1 else "s",
+            type(exc).__name__,
+            exc,
+            exc_info=exc,
+            extra={
+                "work_name": item.name,
+                "attempt": item.attempts,
+                "item_id": item.id,
+                "scope_id": None,
+                "session_id": session.id if session is not None else None,
+            },
+        )
+
+    # -- shutdown ------------------------------------------------------------------
+
+    async def shutdown(self, deadline: float | None = None) -> DrainReport:
+        """Drain and stop the pool; return the `DrainReport`. Idempotent.
+
+        Closes intake (``enqueue*`` raise `PoolClosedError`), sets the `StopToken`,
+        lets the consumers finish what is queued; at the deadline, cancels in-flight
+        items and takes queued ones out unstarted, and calls ``on_abandoned`` with
+        every accepted item that did not finish. The drain is shielded from outer
+        cancellation and bounded by the deadline.
+
+        Args:
+            deadline: seconds the drain may take; default the pool's
+                ``shutdown_deadline``.
+
+        Raises:
+            ValueError: a negative deadline.
+        """
+        deadline = self._shutdown_deadline if deadline is None else _check_deadline(deadline, "deadline")
+        if self._report is not None:
+            await anyio.lowlevel.checkpoint()
+            return self._report
+        if self._shutdown_done is not None:
+            await self._shutdown_done.wait()
+            assert self._report is not None
+            return self._report
+        self._shutdown_done = anyio.Event()
+        try:
+            with anyio.CancelScope(shield=True):
+                self._report = await self._drain(deadline)
+        finally:
+            self._shutdown_done.set()
+        return self._report
+
+    async def _drain(self, deadline: float) -> DrainReport:
+        started = anyio.current_time()
+        self._worker.close()
+        self._stop.set()
+        deadline_hit = False
+        done = self._consumers_done
+        if self._running and done is not None:
+            with anyio.move_on_after(deadline):
+                await done.wait()
+            if not done.is_set():
+                deadline_hit = True
+                self._abandon_queued()
+                self._cut_off(anyio.current_time())
+                with anyio.move_on_after(self._cleanup_grace + 0.5):
+                    await done.wait()
+                if not done.is_set():
+                    stuck = [item for item in self._in_flight if item is not None]
+                    logger.error(
+                        "%d consumer(s) did not stop within %.1f s of the shutdown deadline: "
+                        "their work ignores cancellation (%s)",
+                        self._live_consumers,
+                        self._cleanup_grace + 0.5,
+                        ", ".join(item.name for item in stuck),
+                    )
+                    for item in stuck:
+                        if not item.state.finished:
+                            item.state = ItemState.CANCELLED
+                            self._cancelled_items.append(item)
+        if self._worker.qsize():
+            deadline_hit = deadline_hit or self._running
+            self._abandon_queued()
+        self._running = False
+        unfinished = [*self._cancelled_items, *self._abandoned_items]
+        if unfinished:
+            await call_hook(self._on_abandoned, "on_abandoned", unfinished)
+        report = DrainReport(
+            succeeded=self._succeeded,
+            failed=self._failed,
+            cancelled=tuple(self._cancelled_items),
+            abandoned=tuple(self._abandoned_items),
+            elapsed=anyio.current_time() - started,
+            deadline_hit=deadline_hit,
+            dropped=self._worker.dropped_total,
+        )
+        log = logger.warning if unfinished else logger.info
+        log(
+            "pool shut down in %.3f s: %d succeeded, %d failed, %d dropped, %d cancelled, %d abandoned",
+            report.elapsed,
+            report.succeeded,
+            report.failed,
+            report.dropped,
+            len(report.cancelled),
+            len(report.abandoned),
+        )
+        return report
+
+    def _abandon_queued(self) -> None:
+        for item in self._worker.take_all():
+            item.state = ItemState.ABANDONED
+            self._abandoned_items.append(item)
+
+    def _cut_off(self, now: float) -> None:
+        """The deadline has passed: cancel in-flight items, bound running cleanups."""
+        self._cut_off_at = now
+        for shield in self._cleanup_scopes:
+            shield.deadline = min(shield.deadline, now + self._cleanup_grace)
+        if self._consumer_scope is not None:
+            self._consumer_scope.cancel()
+
+
+def _ids(scope: Scope) -> dict[str, Any]:
+    slot_session = scope._slot.session if scope._slot is not None else None
+    return {
+        "work_name": scope.item.name,
+        "attempt": scope.attempt,
+        "scope_id": scope.id,
+        "session_id": slot_session.id if slot_session is not None else None,
+    }

@@ -1,0 +1,217 @@
+"""Reference-counted sessions shared by requests and their background work."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Hashable, Iterator
+from typing import Any, final
+from uuid import UUID
+
+from ._hooks import Hook, call_hook
+from ._item import new_uuid4
+from ._log import logger
+
+__all__ = ["Session", "SessionManager"]
+
+
+@final
+class Session:
+    """A unit of shared state that a request and its background items hold together.
+
+    A session is held by *scopes* (a request's, each running attempt's, and each
+    item that joined it); it ends when its last holder leaves if it expires
+    immediately, or once it has expired and nothing holds it. Sessions are made by
+    a `SessionManager`, never directly.
+
+    Attributes:
+        id: a random UUID.
+        scopes: ids of the scopes (and items) that hold the session now.
+        created_at: ``time.monotonic()`` (or the manager's clock) at creation.
+        last_accessed_at: when a scope last joined.
+        duration: seconds of life after the last access; ``None`` means it expires
+            immediately once its last holder leaves (as in the .NET original).
+        user_id: free for the application (who the session belongs to).
+        data: a dict for whatever the request and its background work share.
+    """
+
+    __slots__ = (
+        "_default_duration",
+        "_manager",
+        "_scopes",
+        "created_at",
+        "data",
+        "duration",
+        "ended",
+        "expires_at",
+        "id",
+        "last_accessed_at",
+        "user_id",
+    )
+
+    def __init__(
+        self,
+        manager: SessionManager,
+        session_id: UUID,
+        now: float,
+        duration: float | None,
+        default_duration: float,
+    ) -> None:
+        self._manager = manager
+        self._default_duration = default_duration
+        self._scopes: set[Hashable] = set()
+        self.id = session_id
+        self.created_at = now
+        self.last_accessed_at = now
+        self.duration = duration
+        self.expires_at = now + (duration if duration is not None else default_duration)
+        self.ended = False
+        self.user_id: Any = None
+        self.data: dict[str, Any] = {}
+
+    @property
+    def scopes(self) -> frozenset[Hashable]:
+        """The ids of the scopes holding the session now (a snapshot)."""
+        return frozenset(self._scopes)
+
+    @property
+    def expires_immediately(self) -> bool:
+        """True when the session ends as soon as its last holder leaves."""
+        return self.duration is None
+
+    def _touch(self, now: float) -> None:
+        self.last_accessed_at = now
+        span = self.duration if self.duration is not None else self._default_duration
+        self.expires_at = now + span
+
+    def __repr__(self) -> str:
+        state = "ended" if self.ended else f"{len(self._scopes)} holders"
+        return f"<Session {self.id} {state}>"
+
+
+@final
+class SessionManager:
+    """Creates, tracks and ends sessions (the .NET ``ISessionManager``).
+
+    Args:
+        default_duration: seconds a session lives after its last access when it
+            was created without a duration (for its expiry deadline).
+        on_end: called once with each session when it ends, sync or async: the
+            place to persist ``session.data``. Errors are logged and swallowed.
+        clock: the time source, ``time.monotonic`` by default.
+
+    Raises:
+        ValueError: for a default duration that is not a positive number.
+    """
+
+    def __init__(
+        self,
+        default_duration: float = 900.0,
+        *,
+        on_end: Hook | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        _check_duration(default_duration, "default_duration")
+        self.default_duration = float(default_duration)
+        self._on_end: list[Hook] = [on_end] if on_end is not None else []
+        self._clock = clock
+        self._sessions: dict[UUID, Session] = {}
+
+    def add_on_end(self, hook: Hook) -> None:
+        """Register one more hook called when a session ends."""
+        self._on_end.append(hook)
+
+    def __len__(self) -> int:
+        """How many sessions are live (created and not ended)."""
+        return len(self._sessions)
+
+    def __iter__(self) -> Iterator[Session]:
+        return iter(list(self._sessions.values()))
+
+    def __repr__(self) -> str:
+        return f"<SessionManager {len(self._sessions)} live>"
+
+    def create_session(self, scope_id: Hashable | None = None, duration: float | None = None) -> Session:
+        """Create a session, held by *scope_id* if given.
+
+        Args:
+            scope_id: the id of the first holder (a request's scope, say).
+            duration: seconds the session lives after its last access; ``None`` ends
+                it as soon as its last holder leaves.
+        """
+        if duration is not None:
+            _check_duration(duration, "duration")
+            duration = float(duration)
+        session = Session(self, new_uuid4(), self._clock(), duration, self.default_duration)
+        if scope_id is not None:
+            session._scopes.add(scope_id)
+        self._sessions[session.id] = session
+        return session
+
+    def get(self, session_id: UUID | str) -> Session | None:
+        """The live session with that id, or ``None``."""
+        if isinstance(session_id, str):
+            try:
+                session_id = UUID(session_id)
+            except ValueError:
+                return None
+        return self._sessions.get(session_id)
+
+    def is_active(self, session: Session) -> bool:
+        """Known to this manager, not ended, and not expired."""
+        return (
+            not session.ended
+            and self._sessions.get(session.id) is session
+            and self._clock() < session.expires_at
+        )
+
+    def add_scope(self, session: Session, scope_id: Hashable) -> None:
+        """Attach a holder to the session and refresh its expiry.
+
+        Raises:
+            ValueError: the session has ended.
+        """
+        if session.ended:
+            raise ValueError(f"session {session.id} has ended; create a new one")
+        session._scopes.add(scope_id)
+        session._touch(self._clock())
+
+    def remove_scope(self, session: Session, scope_id: Hashable) -> None:
+        """Detach a holder (no effect if it does not hold the session)."""
+        session._scopes.discard(scope_id)
+
+    async def release(self, session: Session, scope_id: Hashable) -> None:
+        """Detach a holder, and end the session if that was the last one and it
+        expires immediately or has expired."""
+        session._scopes.discard(scope_id)
+        if not session._scopes and not session.ended:
+            if session.duration is None or self._clock() >= session.expires_at:
+                await self.end_session(session)
+
+    async def end_session(self, session: Session) -> None:
+        """End the session and run the ``on_end`` hooks once. Idempotent."""
+        if session.ended:
+            return
+        session.ended = True
+        if self._sessions.get(session.id) is session:
+            del self._sessions[session.id]
+        session._scopes.clear()
+        for hook in self._on_end:
+            await call_hook(hook, "session on_end", session)
+
+    async def sweep_expired(self) -> int:
+        """End every expired session that no scope holds; return how many."""
+        now = self._clock()
+        expired = [s for s in self._sessions.values() if not s._scopes and now >= s.expires_at]
+        for session in expired:
+            await self.end_session(session)
+        if expired:
+            logger.debug("swept %d expired sessions", len(expired))
+        return len(expired)
+
+
+def _check_duration(value: float, argument: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{argument} must be a number of seconds, got {value!r}")
+    if not (value > 0 and math.isfinite(value)):
+        raise ValueError(f"{argument} must be a positive number of seconds, got {value!r}")

@@ -1,0 +1,150 @@
+"""Counters, timing summaries, and the shutdown report."""
+
+from __future__ import annotations
+
+import math
+from array import array
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, final
+
+if TYPE_CHECKING:
+    from ._item import WorkItem
+
+__all__ = ["DrainReport", "PoolStats", "TimingSummary", "Timings"]
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class TimingSummary:
+    """A summary of durations in seconds.
+
+    ``count``, ``mean`` and ``max`` cover every sample; the percentiles cover the
+    most recent samples (up to 10,000), so they follow current behaviour.
+    """
+
+    count: int = 0
+    mean: float = 0.0
+    p50: float = 0.0
+    p95: float = 0.0
+    p99: float = 0.0
+    max: float = 0.0
+
+
+@final
+class Timings:
+    """Records durations cheaply: a ring of recent samples plus running totals."""
+
+    __slots__ = ("_next", "_ring", "_size", "count", "max", "total")
+
+    def __init__(self, size: int = 10_000) -> None:
+        self._ring = array("d")
+        self._size = size
+        self._next = 0
+        self.count = 0
+        self.total = 0.0
+        self.max = 0.0
+
+    def add(self, seconds: float) -> None:
+        """Record one duration."""
+        self.count += 1
+        self.total += seconds
+        if seconds > self.max:
+            self.max = seconds
+        ring = self._ring
+        if len(ring) < self._size:
+            ring.append(seconds)
+        else:
+            ring[self._next] = seconds
+            self._next = (self._next + 1) % self._size
+
+    def summary(self) -> TimingSummary:
+        """A `TimingSummary` of what was recorded."""
+        if not self.count:
+            return TimingSummary()
+        ordered = sorted(self._ring)
+        return TimingSummary(
+            count=self.count,
+            mean=self.total / self.count,
+            p50=_percentile(ordered, 0.50),
+            p95=_percentile(ordered, 0.95),
+            p99=_percentile(ordered, 0.99),
+            max=self.max,
+        )
+
+
+def _percentile(ordered: list[float], q: float) -> float:
+    # nearest-rank: the smallest sample with at least q of the samples at or below it
+    rank = max(1, math.ceil(q * len(ordered)))
+    return ordered[rank - 1]
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class PoolStats:
+    """A snapshot of a pool's counters (lifetime totals) and timings.
+
+    Once the pool has shut down,
+    ``enqueued == succeeded + failed + dropped + cancelled + abandoned``.
+    """
+
+    consumers: int
+    busy: int
+    queued: int
+    capacity: int
+    enqueued: int
+    succeeded: int
+    failed: int
+    retried: int
+    dead_lettered: int
+    dropped: int
+    rejected: int
+    timed_out: int
+    cancelled: int
+    abandoned: int
+    wait_time: TimingSummary = field(default_factory=TimingSummary)
+    run_time: TimingSummary = field(default_factory=TimingSummary)
+    running: bool = False
+
+    @property
+    def finished(self) -> int:
+        """Items in a final state: succeeded, failed, dropped, cancelled or abandoned."""
+        return self.succeeded + self.failed + self.dropped + self.cancelled + self.abandoned
+
+    def as_dict(self) -> dict[str, object]:
+        """The snapshot as plain data (e.g. for a JSON endpoint)."""
+        out: dict[str, object] = {}
+        for name in self.__dataclass_fields__:
+            value = getattr(self, name)
+            if isinstance(value, TimingSummary):
+                value = {k: getattr(value, k) for k in value.__dataclass_fields__}
+            out[name] = value
+        return out
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class DrainReport:
+    """What shutdown did.
+
+    Attributes:
+        succeeded: items that succeeded over the pool's life.
+        failed: items that failed for good over the pool's life.
+        cancelled: items cancelled in flight at the deadline.
+        abandoned: accepted items taken out of the channel unstarted.
+        elapsed: seconds the drain took.
+        deadline_hit: whether the deadline passed before the channel emptied.
+        dropped: items dropped by a full channel over the pool's life.
+    """
+
+    succeeded: int
+    failed: int
+    cancelled: tuple[WorkItem, ...]
+    abandoned: tuple[WorkItem, ...]
+    elapsed: float
+    deadline_hit: bool
+    dropped: int = 0
+
+    @property
+    def clean(self) -> bool:
+        """True when nothing was cancelled or abandoned."""
+        return not self.cancelled and not self.abandoned
