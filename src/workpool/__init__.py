@@ -7,6 +7,8 @@ gracefully on shutdown. See the README for a tour.
 
 from __future__ import annotations
 
+import contextlib
+
 from ._channel import BackgroundWorker as BackgroundWorker
 from ._channel import Channel as Channel
 from ._channel import FullMode as FullMode
@@ -68,8 +70,6 @@ __all__ = [
 for _name in __all__:
     _obj = globals()[_name]
     if getattr(_obj, "__module__", "").startswith("workpool."):
-        try:
+        with contextlib.suppress(AttributeError, TypeError):
             _obj.__module__ = "workpool"
-        except (AttributeError, TypeError):
-            pass
 del _name, _obj

@@ -10,7 +10,6 @@ from __future__ import annotations
 import enum
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Protocol, final, runtime_checkable
 
 import anyio
@@ -22,13 +21,15 @@ from ._item import ItemState, Work, WorkItem, check_timeout
 from ._log import logger
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
     from ._retry import RetryPolicy
     from ._session import Session
 
 __all__ = ["BackgroundWorker", "Channel", "FullMode", "parse_full_mode"]
 
 
-class FullMode(str, enum.Enum):
+class FullMode(enum.StrEnum):
     """What ``enqueue`` does when the channel is full."""
 
     WAIT = "wait"
@@ -513,5 +514,3 @@ class BackgroundWorker:
     def _remove_drop_hook(self, hook: Hook) -> None:
         if hook in self._drop_hooks:
             self._drop_hooks.remove(hook)
-
-

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Coroutine, Generator
 from contextvars import Context, ContextVar
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 if TYPE_CHECKING:
+    from collections.abc import Coroutine, Generator
+
     from ._scope import Scope
 
 __all__ = ["current_scope", "run_in_context"]
@@ -25,7 +26,7 @@ def current_scope() -> Scope | None:
     return _current_scope.get()
 
 
-class run_in_context(Generic[T]):  # noqa: N801 - used like a function
+class run_in_context(Generic[T]):
     """Await *coro* with every step of it run inside *context*.
 
     This is what a new task does for context isolation, without the cost of a task:

@@ -5,10 +5,8 @@ from __future__ import annotations
 import inspect
 import threading
 import time
-from collections.abc import Awaitable, Callable
 from contextvars import copy_context
 from functools import partial
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, final
 
 import anyio
@@ -30,6 +28,9 @@ from ._stats import DrainReport, PoolStats, Timings
 from ._stop import StopToken
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Coroutine
+    from types import TracebackType
+
     from ._settings import PoolSettings
 
 __all__ = ["WorkerPool"]
@@ -341,7 +342,9 @@ class WorkerPool:
                 "enqueue_threadsafe() was called on the event loop's own thread, where it "
                 "would block the loop; use 'await pool.enqueue(...)' or enqueue_nowait()"
             )
-        call = partial(self._worker.enqueue, work, parent_session, retry=retry, timeout=timeout, name=name)
+        call = partial(
+            self._worker.enqueue, work, parent_session, retry=retry, timeout=timeout, name=name
+        )
         return anyio.from_thread.run(call, token=token)
 
     async def join(self) -> None:
@@ -410,7 +413,9 @@ class WorkerPool:
                 # wrap it in an ExceptionGroup. Let it propagate as it was.
                 await task_group.__aexit__(None, None, None)
 
-    async def _run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+    async def _run(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
         worker = self._worker
         set_spawner = getattr(worker, "_set_spawner", None)
         with anyio.CancelScope() as consumer_scope:
@@ -429,7 +434,7 @@ class WorkerPool:
         if set_spawner is not None:
             set_spawner(None)
 
-    def _spawn(self, func: Callable[[], Awaitable[None]]) -> None:
+    def _spawn(self, func: Callable[[], Coroutine[Any, Any, None]]) -> None:
         task_group = self._task_group
         if task_group is None:
             raise RuntimeError("the pool is not running")
@@ -710,7 +715,9 @@ class WorkerPool:
         Raises:
             ValueError: a negative deadline.
         """
-        deadline = self._shutdown_deadline if deadline is None else _check_deadline(deadline, "deadline")
+        deadline = (
+            self._shutdown_deadline if deadline is None else _check_deadline(deadline, "deadline")
+        )
         if self._report is not None:
             await anyio.lowlevel.checkpoint()
             return self._report
@@ -721,10 +728,10 @@ class WorkerPool:
         self._shutdown_done = anyio.Event()
         try:
             with anyio.CancelScope(shield=True):
-                self._report = await self._drain(deadline)
+                report = self._report = await self._drain(deadline)
         finally:
             self._shutdown_done.set()
-        return self._report
+        return report
 
     async def _drain(self, deadline: float) -> DrainReport:
         started = anyio.current_time()

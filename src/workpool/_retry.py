@@ -75,7 +75,9 @@ class RetryPolicy:
             self, "retry", retry if retry is not None else retry_if_exception_type(Exception)
         )
         object.__setattr__(self, "before_sleep", before_sleep)
-        attempts = getattr(stop, "max_attempt_number", None) if type(stop) is stop_after_attempt else None
+        attempts = (
+            getattr(stop, "max_attempt_number", None) if type(stop) is stop_after_attempt else None
+        )
         object.__setattr__(self, "_attempts", attempts)
 
     @classmethod
@@ -101,12 +103,20 @@ class RetryPolicy:
             raise ValueError(f"attempts must be an int of at least 1, got {attempts!r}")
         for argument, value in (("initial", initial), ("maximum", maximum), ("jitter", jitter)):
             if not (isinstance(value, int | float) and value >= 0 and math.isfinite(value)):
-                raise ValueError(f"{argument} must be a non-negative number of seconds, got {value!r}")
-        if not (isinstance(multiplier, int | float) and multiplier >= 1 and math.isfinite(multiplier)):
+                raise ValueError(
+                    f"{argument} must be a non-negative number of seconds, got {value!r}"
+                )
+        if not (
+            isinstance(multiplier, int | float) and multiplier >= 1 and math.isfinite(multiplier)
+        ):
             raise ValueError(f"multiplier must be a number of at least 1, got {multiplier!r}")
         types = retry_on if isinstance(retry_on, tuple) else (retry_on,)
-        if not types or not all(isinstance(t, type) and issubclass(t, BaseException) for t in types):
-            raise TypeError(f"retry_on must be an exception type or a tuple of them, got {retry_on!r}")
+        if not types or not all(
+            isinstance(t, type) and issubclass(t, BaseException) for t in types
+        ):
+            raise TypeError(
+                f"retry_on must be an exception type or a tuple of them, got {retry_on!r}"
+            )
         wait: wait_base = wait_exponential(multiplier=initial, max=maximum, exp_base=multiplier)
         if jitter > 0:
             wait = wait + wait_random(0, jitter)
@@ -119,10 +129,13 @@ class RetryPolicy:
     @property
     def max_attempts(self) -> int | None:
         """The attempt limit when ``stop`` is a plain ``stop_after_attempt``, else ``None``."""
-        return self._attempts  # type: ignore[no-any-return]
+        attempts: int | None = object.__getattribute__(self, "_attempts")
+        return attempts
 
     def __setattr__(self, name: str, value: object) -> None:
-        raise AttributeError(f"RetryPolicy is immutable; build a new one instead of setting {name!r}")
+        raise AttributeError(
+            f"RetryPolicy is immutable; build a new one instead of setting {name!r}"
+        )
 
     def __delattr__(self, name: str) -> None:
         raise AttributeError("RetryPolicy is immutable")
@@ -220,7 +233,9 @@ class RetryRun:
         if isinstance(action, _DoSleep):
             state.prepare_for_next_attempt()
             return float(action)
-        raise RuntimeError(f"unexpected tenacity action after a failure: {action!r}")  # pragma: no cover
+        raise RuntimeError(
+            f"unexpected tenacity action after a failure: {action!r}"
+        )  # pragma: no cover
 
     def close(self) -> None:
         """Drop tenacity's state (and with it any reference to exceptions)."""

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, final, runtime_checkable
-from uuid import UUID
 
 import svcs
 
 from ._item import new_uuid4
 
 if TYPE_CHECKING:
+    from uuid import UUID
+
     from ._item import WorkItem
     from ._session import Session, SessionManager
 
@@ -100,7 +101,16 @@ class Scope:
         attempt: 1 for the first attempt, 2 for the first retry, and so on.
     """
 
-    __slots__ = ("_attached", "_closed", "_container", "_factory", "_id", "_slot", "attempt", "item")
+    __slots__ = (
+        "_attached",
+        "_closed",
+        "_container",
+        "_factory",
+        "_id",
+        "_slot",
+        "attempt",
+        "item",
+    )
 
     def __init__(
         self,

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Hashable, Iterator
-from typing import Any, final
+from typing import TYPE_CHECKING, Any, final
 from uuid import UUID
 
 from ._hooks import Hook, call_hook
 from ._item import new_uuid4
 from ._log import logger
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Hashable, Iterator
 
 __all__ = ["Session", "SessionManager"]
 
@@ -131,7 +133,9 @@ class SessionManager:
     def __repr__(self) -> str:
         return f"<SessionManager {len(self._sessions)} live>"
 
-    def create_session(self, scope_id: Hashable | None = None, duration: float | None = None) -> Session:
+    def create_session(
+        self, scope_id: Hashable | None = None, duration: float | None = None
+    ) -> Session:
         """Create a session, held by *scope_id* if given.
 
         Args:
@@ -184,9 +188,12 @@ class SessionManager:
         """Detach a holder, and end the session if that was the last one and it
         expires immediately or has expired."""
         session._scopes.discard(scope_id)
-        if not session._scopes and not session.ended:
-            if session.duration is None or self._clock() >= session.expires_at:
-                await self.end_session(session)
+        if (
+            not session._scopes
+            and not session.ended
+            and (session.duration is None or self._clock() >= session.expires_at)
+        ):
+            await self.end_session(session)
 
     async def end_session(self, session: Session) -> None:
         """End the session and run the ``on_end`` hooks once. Idempotent."""

@@ -1,0 +1,248 @@
+"""Pool settings from arguments, the environment, a ``.env`` file and a TOML file.
+
+`PoolSettings` reads, highest priority first:
+
+1. keyword arguments (``PoolSettings(consumers=8)``);
+2. environment variables ``WORKPOOL_*`` (nested with ``__``: ``WORKPOOL_RETRY__ATTEMPTS``);
+3. a ``.env`` file in the working directory;
+4. the TOML file named by ``WORKPOOL_CONFIG_FILE`` (or ``config_file=``), with
+   top-level keys and ``[retry]`` / ``[session]`` tables.
+
+Every bad value, wherever it came from, raises `SettingsError` naming the
+environment variable that sets it, so an operator knows what to fix.
+"""
+
+# No ``from __future__ import annotations``: pydantic evaluates these annotations at
+# runtime, and ruff then knows the imports they use are runtime imports.
+
+import tomllib
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pydantic_settings
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import ErrorDetails
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from ._channel import FullMode, parse_full_mode
+from ._exceptions import SettingsError
+from ._retry import RetryPolicy
+
+__all__ = ["PoolSettings", "RetrySettings", "SessionSettings"]
+
+ENV_PREFIX = "WORKPOOL_"
+NESTED_DELIMITER = "__"
+CONFIG_FILE_VAR = f"{ENV_PREFIX}CONFIG_FILE"
+
+
+class RetrySettings(BaseModel):
+    """The pool's default retry policy: exponential backoff, off by default.
+
+    Attributes:
+        attempts: total attempts per item, at least 1; 1 means no retry.
+        backoff_initial: seconds to wait before the first retry.
+        backoff_max: the longest wait between two attempts, in seconds.
+        multiplier: how much each wait grows over the previous one (at least 1).
+        jitter: up to this many random seconds added to each wait.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    attempts: int = Field(default=1, ge=1)
+    backoff_initial: float = Field(default=0.1, ge=0, allow_inf_nan=False)
+    backoff_max: float = Field(default=30.0, ge=0, allow_inf_nan=False)
+    multiplier: float = Field(default=2.0, ge=1, allow_inf_nan=False)
+    jitter: float = Field(default=0.0, ge=0, allow_inf_nan=False)
+
+    def policy(self) -> RetryPolicy | None:
+        """The `RetryPolicy` these settings describe.
+
+        Returns:
+            ``None`` when ``attempts`` is 1 (no retry), else an exponential policy.
+        """
+        if self.attempts == 1:
+            return None
+        return RetryPolicy.exponential(
+            self.attempts,
+            initial=self.backoff_initial,
+            maximum=self.backoff_max,
+            multiplier=self.multiplier,
+            jitter=self.jitter,
+        )
+
+
+class SessionSettings(BaseModel):
+    """Settings of the pool's default `SessionManager`.
+
+    Attributes:
+        default_duration: seconds a session lives after it was last accessed,
+            when it was created without a duration of its own.
+        cleanup_interval: seconds between two sweeps of expired sessions.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    default_duration: float = Field(default=900.0, gt=0, allow_inf_nan=False)
+    cleanup_interval: float = Field(default=60.0, gt=0, allow_inf_nan=False)
+
+
+class _ConfigFileSource(PydanticBaseSettingsSource):
+    """The TOML file named by ``config_file``, as set by the sources above this one.
+
+    pydantic-settings' `TomlConfigSettingsSource` takes its path when it is built,
+    before the environment is read, and skips a missing file silently; this source
+    finds the path in the state the higher sources have gathered, and insists the
+    file exists.
+    """
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        # Unused: __call__ reads the whole file at once.
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        named = self.current_state.get("config_file")
+        if named is None or (isinstance(named, str) and not named.strip()):
+            return {}
+        if not isinstance(named, str | Path):
+            return {}  # not a path: validation reports it, naming the variable
+        path = Path(named).expanduser()
+        if not path.is_file():
+            problem = "is a directory, not a file" if path.is_dir() else "does not exist"
+            raise SettingsError(
+                f"{CONFIG_FILE_VAR} names the config file {str(path)!r}, which {problem}; "
+                f"fix the path or unset {CONFIG_FILE_VAR}"
+            )
+        try:
+            data = TomlConfigSettingsSource(self.settings_cls, toml_file=path)()
+        except (tomllib.TOMLDecodeError, OSError, UnicodeDecodeError) as exc:
+            raise SettingsError(
+                f"cannot read the config file {str(path)!r} (named by {CONFIG_FILE_VAR}): {exc}"
+            ) from exc
+        # A typo in a file someone named on purpose should not be silently ignored;
+        # a config file naming another config file is not supported.
+        allowed = set(self.settings_cls.model_fields) - {"config_file"}
+        unknown = sorted(set(data) - allowed)
+        if unknown:
+            known = ", ".join(
+                name for name in self.settings_cls.model_fields if name != "config_file"
+            )
+            raise SettingsError(
+                f"the config file {str(path)!r} (named by {CONFIG_FILE_VAR}) has unknown "
+                f"top-level key(s) {', '.join(unknown)}; the keys are {known}"
+            )
+        return data
+
+
+class PoolSettings(BaseSettings):
+    """Settings for `WorkerPool.from_settings`, from arguments, environment and files.
+
+    Sources, highest priority first: keyword arguments, ``WORKPOOL_*`` environment
+    variables, a ``.env`` file in the working directory, then the TOML file named by
+    ``WORKPOOL_CONFIG_FILE`` (top-level keys, ``[retry]`` and ``[session]`` tables).
+    Nested settings use ``__`` in variable names: ``WORKPOOL_RETRY__ATTEMPTS=3``. An
+    empty ``WORKPOOL_ENQUEUE_TIMEOUT`` or ``WORKPOOL_TASK_TIMEOUT`` means no timeout.
+
+    Attributes:
+        consumers: number of concurrent consumers (``WORKPOOL_CONSUMERS``).
+        capacity: how many items the channel holds (``WORKPOOL_CAPACITY``).
+        full_mode: what ``enqueue`` does when the channel is full, any case
+            (``WORKPOOL_FULL_MODE``).
+        enqueue_timeout: seconds ``enqueue`` waits for room in ``WAIT`` mode; ``None``
+            waits as long as it takes (``WORKPOOL_ENQUEUE_TIMEOUT``).
+        shutdown_deadline: seconds shutdown waits for queued and running items
+            (``WORKPOOL_SHUTDOWN_DEADLINE``).
+        task_timeout: seconds each attempt may run; ``None`` for no limit
+            (``WORKPOOL_TASK_TIMEOUT``).
+        thread_limit: most worker threads running sync work at once
+            (``WORKPOOL_THREAD_LIMIT``).
+        retry: the default retry policy (``WORKPOOL_RETRY__*``).
+        session: the session manager's settings (``WORKPOOL_SESSION__*``).
+        config_file: the TOML file read last (``WORKPOOL_CONFIG_FILE``).
+
+    Raises:
+        SettingsError: a value is bad (the message names its environment variable),
+            or the named config file is missing or unreadable.
+    """
+
+    model_config: ClassVar[SettingsConfigDict] = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter=NESTED_DELIMITER,
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+    )
+
+    consumers: int = Field(default=4, ge=1)
+    capacity: int = Field(default=1000, ge=1)
+    full_mode: FullMode = FullMode.WAIT
+    enqueue_timeout: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    shutdown_deadline: float = Field(default=30.0, ge=0, allow_inf_nan=False)
+    task_timeout: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    thread_limit: int = Field(default=40, ge=1)
+    retry: RetrySettings = Field(default_factory=RetrySettings)
+    session: SessionSettings = Field(default_factory=SessionSettings)
+    config_file: Path | None = None
+
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise SettingsError(_describe(exc)) from exc
+        except pydantic_settings.SettingsError as exc:
+            # e.g. WORKPOOL_RETRY='not json': the source fails before validation
+            raise SettingsError(f"invalid workpool settings: {exc}") from exc
+
+    @field_validator("full_mode", mode="before")
+    @classmethod
+    def _parse_full_mode(cls, value: object) -> object:
+        if isinstance(value, str | FullMode):
+            try:
+                return parse_full_mode(value)
+            except ValueError:
+                pass  # the enum check below reports it, with the choices
+        return value
+
+    @field_validator("enqueue_timeout", "task_timeout", "config_file", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        # ``WORKPOOL_TASK_TIMEOUT=`` unsets a value that a lower source (TOML) set.
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Arguments, then environment, then ``.env``, then the config file."""
+        return init_settings, env_settings, dotenv_settings, _ConfigFileSource(settings_cls)
+
+
+def _env_var_name(loc: tuple[int | str, ...]) -> str:
+    """The environment variable that sets the setting at *loc*, e.g. ``WORKPOOL_RETRY__ATTEMPTS``."""
+    return ENV_PREFIX + NESTED_DELIMITER.join(str(part).upper() for part in loc)
+
+
+def _describe(exc: ValidationError) -> str:
+    lines = [f"invalid workpool settings ({exc.error_count()} error(s)):"]
+    lines.extend(f"  {_describe_error(error)}" for error in exc.errors())
+    return "\n".join(lines)
+
+
+def _describe_error(error: ErrorDetails) -> str:
+    loc = error["loc"]
+    message = error["msg"].removeprefix("Value error, ")
+    where = f"{_env_var_name(loc)} ({'.'.join(map(str, loc))})" if loc else "PoolSettings"
+    if error["type"] != "missing" and not isinstance(error.get("input"), dict):
+        message = f"{message}, got {error.get('input')!r}"
+    return f"{where}: {message}"
