@@ -15,12 +15,14 @@ environment variable that sets it, so an operator knows what to fix.
 # No ``from __future__ import annotations``: pydantic evaluates these annotations at
 # runtime, and ruff then knows the imports they use are runtime imports.
 
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, ClassVar
 
 import pydantic_settings
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails
 from pydantic_settings import (
     BaseSettings,
@@ -100,7 +102,7 @@ class _ConfigFileSource(PydanticBaseSettingsSource):
     file exists.
     """
 
-    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
         # Unused: __call__ reads the whole file at once.
         return None, field_name, False
 
@@ -194,8 +196,15 @@ class PoolSettings(BaseSettings):
         except ValidationError as exc:
             raise SettingsError(_describe(exc)) from exc
         except pydantic_settings.SettingsError as exc:
-            # e.g. WORKPOOL_RETRY='not json': the source fails before validation
-            raise SettingsError(f"invalid workpool settings: {exc}") from exc
+            # e.g. WORKPOOL_RETRY='not json': the source fails before validation.
+            found = re.search(r'field "(\w+)"', str(exc))
+            if found is None:
+                raise SettingsError(f"invalid workpool settings: {exc}") from exc
+            variable = _env_var_name((found[1],))
+            raise SettingsError(
+                f"invalid workpool settings:\n  {variable} ({found[1]}): {exc}; set its fields "
+                f"one by one ({variable}{NESTED_DELIMITER}<FIELD>=...) or give a JSON object"
+            ) from exc
 
     @field_validator("full_mode", mode="before")
     @classmethod
