@@ -7,6 +7,7 @@ durable or distributed channel can stand in for it without touching consumers.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import time
 from collections import deque
@@ -137,6 +138,13 @@ def _wake_first(waiters: deque[anyio.Event]) -> None:
 def _wake_all(waiters: deque[anyio.Event]) -> None:
     while waiters:
         waiters.popleft().set()
+
+
+def _forget(waiters: deque[anyio.Event], event: anyio.Event) -> None:
+    # A waiter that leaves unwoken must not stay queued: the next wake-up would go
+    # to it and be lost, stranding the waiter behind it.
+    with contextlib.suppress(ValueError):
+        waiters.remove(event)
 
 
 @final
@@ -295,11 +303,15 @@ class BackgroundWorker:
             if self._full_mode is FullMode.WAIT:
                 await self._wait_for_room()
             else:
+                await anyio.lowlevel.checkpoint_if_cancelled()
                 dropped = self._make_room(item)
+                # Take the room before the hook can yield: another producer must not
+                # fill it meanwhile, nor may the channel close with the item half in.
+                if item.state is not ItemState.DROPPED:
+                    self._accept(item)
                 if dropped is not None:
                     await self._report_drop_async(dropped)
-                if item.state is ItemState.DROPPED:
-                    return item
+                return item
         else:
             await anyio.lowlevel.checkpoint_if_cancelled()
         self._accept(item)
@@ -332,10 +344,11 @@ class BackgroundWorker:
                     "waits: use 'await enqueue()' to wait for room, or raise the capacity"
                 )
             dropped = self._make_room(item)
+            if item.state is not ItemState.DROPPED:
+                self._accept(item)
             if dropped is not None:
                 self._report_drop_sync(dropped)
-            if item.state is ItemState.DROPPED:
-                return item
+            return item
         self._accept(item)
         return item
 
@@ -359,8 +372,10 @@ class BackgroundWorker:
                     try:
                         await event.wait()
                     except BaseException:
-                        # Woken and cancelled at once: pass the room on.
-                        if event.is_set() and len(self._items) < self._capacity:
+                        if not event.is_set():
+                            _forget(self._putters, event)
+                        elif len(self._items) < self._capacity:
+                            # Woken and cancelled at once: pass the room on.
                             _wake_first(self._putters)
                         raise
         except TimeoutError:
@@ -395,8 +410,7 @@ class BackgroundWorker:
         logger.warning(
             "channel full (%d items, %s): dropped %s", self._capacity, mode.value, dropped.name
         )
-        if self._unfinished == 0:
-            self._set_idle()
+        # No idle wake-up here: an evicted item is replaced by the new one at once.
         return dropped
 
     async def _report_drop_async(self, item: WorkItem) -> None:
@@ -454,8 +468,10 @@ class BackgroundWorker:
             try:
                 await event.wait()
             except BaseException:
-                # Woken and cancelled at once: let another getter take the item.
-                if event.is_set() and self._items:
+                if not event.is_set():
+                    _forget(self._getters, event)
+                elif self._items:
+                    # Woken and cancelled at once: let another getter take the item.
                     _wake_first(self._getters)
                 raise
 
