@@ -210,11 +210,16 @@ class SessionManager:
         """End every expired session that no scope holds; return how many."""
         now = self._clock()
         expired = [s for s in self._sessions.values() if not s._scopes and now >= s.expires_at]
+        swept = 0
         for session in expired:
+            # An earlier on_end may have yielded: a scope may have joined meanwhile.
+            if session._scopes or session.ended or self._clock() < session.expires_at:
+                continue
             await self.end_session(session)
-        if expired:
-            logger.debug("swept %d expired sessions", len(expired))
-        return len(expired)
+            swept += 1
+        if swept:
+            logger.debug("swept %d expired sessions", swept)
+        return swept
 
 
 def _check_duration(value: float, argument: str) -> None:
