@@ -28,7 +28,7 @@ from ._stats import DrainReport, PoolStats, Timings
 from ._stop import StopToken
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Coroutine
+    from collections.abc import Awaitable, Callable, Coroutine
     from types import TracebackType
 
     from ._settings import PoolSettings
@@ -621,11 +621,16 @@ class WorkerPool:
 
     async def _run_sync(self, item: WorkItem, scope: Scope) -> None:
         result = await anyio.to_thread.run_sync(
-            item.work, scope, self._stop, limiter=self._limiter, abandon_on_cancel=True
+            _call_in_thread,
+            item.work,
+            scope,
+            self._stop,
+            limiter=self._limiter,
+            abandon_on_cancel=True,
         )
-        if inspect.isawaitable(result):
+        if type(result) is _Awaitable:
             # e.g. lambda scope, stopping: send(order): run the coroutine it made
-            await result
+            await result.awaitable
 
     def _shield(self) -> anyio.CancelScope:
         """A shield for cleanup; past the shutdown deadline, it gives up after the grace."""
@@ -801,6 +806,24 @@ class WorkerPool:
             shield.deadline = min(shield.deadline, now + self._cleanup_grace)
         if self._consumer_scope is not None:
             self._consumer_scope.cancel()
+
+
+@final
+class _Awaitable:
+    """What a sync work function returned that must be awaited on the loop, boxed:
+    trio refuses a coroutine as the return value of a thread."""
+
+    __slots__ = ("awaitable",)
+
+    def __init__(self, awaitable: Awaitable[Any]) -> None:
+        self.awaitable = awaitable
+
+
+def _call_in_thread(work: Work, scope: Scope, stopping: StopToken) -> object:
+    result = work(scope, stopping)
+    if inspect.isawaitable(result):
+        return _Awaitable(result)
+    return result
 
 
 def _ids(scope: Scope) -> dict[str, Any]:
