@@ -198,6 +198,9 @@ class WorkerPool:
         self._loop_thread: int | None = None
         self._shutdown_done: anyio.Event | None = None
         self._report: DrainReport | None = None
+        self._drain_wait: anyio.CancelScope | None = None
+        # Instrumentation (workpool.integrations.otel): called after each item that ran.
+        self._item_listeners: list[Callable[[WorkItem, float, float], None]] = []
 
     @classmethod
     def from_settings(cls, settings: PoolSettings | None = None, **overrides: Any) -> WorkerPool:
@@ -554,8 +557,31 @@ class WorkerPool:
             self._busy -= 1
             if slot.held:
                 await self._release_session(slot)
-            self._run_times.add(time.monotonic() - started)
+            finished_at = time.monotonic()
+            self._run_times.add(finished_at - started)
+            if self._item_listeners:
+                self._notify_item_listeners(item, started, finished_at)
             self._worker.task_done(item)
+
+    def _add_item_listener(self, listener: Callable[[WorkItem, float, float], None]) -> None:
+        """Call ``listener(item, started_at, finished_at)`` after each item that ran.
+
+        The times are ``time.monotonic()`` readings; the item's state is final by
+        then. For instrumentation: a listener must be quick and must not block;
+        its exceptions are logged. With no listener the pool pays nothing.
+        """
+        self._item_listeners.append(listener)
+
+    def _remove_item_listener(self, listener: Callable[[WorkItem, float, float], None]) -> None:
+        if listener in self._item_listeners:
+            self._item_listeners.remove(listener)
+
+    def _notify_item_listeners(self, item: WorkItem, started: float, finished: float) -> None:
+        for listener in self._item_listeners:
+            try:
+                listener(item, started, finished)
+            except Exception:
+                logger.exception("item listener %r raised; ignored", listener)
 
     def _join_parent(self, slot: ItemSession, parent: Session) -> Exception | None:
         try:
@@ -713,6 +739,10 @@ class WorkerPool:
         every accepted item that did not finish. The drain is shielded from outer
         cancellation and bounded by the deadline.
 
+        Called again while a drain runs, with an explicit *deadline*, it brings the
+        cut-off forward (never back) and waits for the same report: this is how a
+        second SIGTERM stops at once.
+
         Args:
             deadline: seconds the drain may take; default the pool's
                 ``shutdown_deadline``.
@@ -720,6 +750,7 @@ class WorkerPool:
         Raises:
             ValueError: a negative deadline.
         """
+        explicit = deadline is not None
         deadline = (
             self._shutdown_deadline if deadline is None else _check_deadline(deadline, "deadline")
         )
@@ -727,6 +758,9 @@ class WorkerPool:
             await anyio.lowlevel.checkpoint()
             return self._report
         if self._shutdown_done is not None:
+            wait = self._drain_wait
+            if explicit and wait is not None:
+                wait.deadline = min(wait.deadline, anyio.current_time() + deadline)
             await self._shutdown_done.wait()
             assert self._report is not None
             return self._report
@@ -745,7 +779,8 @@ class WorkerPool:
         deadline_hit = False
         done = self._consumers_done
         if self._running and done is not None:
-            with anyio.move_on_after(deadline):
+            wait = self._drain_wait = anyio.move_on_after(deadline)
+            with wait:
                 await done.wait()
             if not done.is_set():
                 deadline_hit = True
