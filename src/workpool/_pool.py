@@ -17,6 +17,7 @@ import svcs
 
 from ._channel import BackgroundWorker, Channel, FullMode
 from ._context import _current_scope, run_in_context
+from ._detached import Detached, start_detached
 from ._exceptions import PoolClosedError
 from ._hooks import Hook, call_hook
 from ._item import ItemState, Work, WorkItem, check_timeout, check_work, retry_of
@@ -186,6 +187,7 @@ class WorkerPool:
         self._started = False
         self._running = False
         self._task_group: anyio.abc.TaskGroup | None = None
+        self._runner: Detached | None = None
         self._consumer_scope: anyio.CancelScope | None = None
         self._sweeper_scope: anyio.CancelScope | None = None
         self._consumers_done: anyio.Event | None = None
@@ -393,7 +395,9 @@ class WorkerPool:
         await task_group.__aenter__()
         self._task_group = task_group
         try:
-            await task_group.start(self._run)
+            # Detached: shutdown must be able to return without a consumer whose
+            # work ignores cancellation, and a task group would wait for it.
+            self._runner = await start_detached(self._run, name=f"workpool {id(self):#x}")
         except BaseException as exc:
             self._running = False
             await task_group.__aexit__(type(exc), exc, exc.__traceback__)
@@ -409,12 +413,30 @@ class WorkerPool:
         task_group = self._task_group
         try:
             await self.shutdown()
+            await self._leave_runner()
         finally:
             if task_group is not None:
                 self._task_group = None
                 # The body's exception is not the task group's: passing it in would
                 # wrap it in an ExceptionGroup. Let it propagate as it was.
                 await task_group.__aexit__(None, None, None)
+
+    async def _leave_runner(self) -> None:
+        """Let the consumers' task end; leave it behind if a consumer is stuck."""
+        runner = self._runner
+        if runner is None:
+            return
+        if not runner.done:
+            done = self._consumers_done
+            if done is not None and done.is_set():
+                with anyio.CancelScope(shield=True), anyio.move_on_after(self._cleanup_grace):
+                    await runner.wait()
+            if not runner.done:
+                return  # the drain logged the stuck items; the task ends when they do
+        self._runner = None
+        if runner.error is not None:
+            error, runner.error = runner.error, None
+            raise error
 
     async def _run(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
@@ -535,7 +557,9 @@ class WorkerPool:
                 attempt += 1
                 self._retried += 1
             finished = True
-            if failure is None:
+            if item.state is not ItemState.RUNNING:
+                self._finished_late(item, failure)
+            elif failure is None:
                 item.state = ItemState.SUCCEEDED
                 self._succeeded += 1
             else:
@@ -546,7 +570,7 @@ class WorkerPool:
                     self._dead_lettered += 1
                     await call_hook(self._on_dead_letter, "on_dead_letter", item, failure)
         except BaseException:
-            if not finished:
+            if not finished and item.state is ItemState.RUNNING:
                 item.state = ItemState.CANCELLED
                 self._cancelled_items.append(item)
             raise
@@ -562,6 +586,15 @@ class WorkerPool:
             if self._item_listeners:
                 self._notify_item_listeners(item, started, finished_at)
             self._worker.task_done(item)
+
+    def _finished_late(self, item: WorkItem, failure: BaseException | None) -> None:
+        """An item shutdown gave up on has ended: it stays reported as cancelled."""
+        logger.warning(
+            "%s ended %s after shutdown had given up on it; it stays reported as cancelled",
+            item.name,
+            "successfully" if failure is None else f"with {type(failure).__name__}",
+            extra={"work_name": item.name, "item_id": item.id},
+        )
 
     def _add_item_listener(self, listener: Callable[[WorkItem, float, float], None]) -> None:
         """Call ``listener(item, started_at, finished_at)`` after each item that ran.
@@ -792,7 +825,8 @@ class WorkerPool:
                     stuck = [item for item in self._in_flight if item is not None]
                     logger.error(
                         "%d consumer(s) did not stop within %.1f s of the shutdown deadline: "
-                        "their work ignores cancellation (%s)",
+                        "their work ignores cancellation (%s); reported as cancelled and "
+                        "left running",
                         self._live_consumers,
                         self._cleanup_grace + 0.5,
                         ", ".join(item.name for item in stuck),
