@@ -2,6 +2,7 @@
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
+LINT_DIRS := $(wildcard src tests bench examples)
 
 .PHONY: help venv dev demo test lint typecheck unit bench clean
 
@@ -33,8 +34,8 @@ demo: $(VENV)/.installed-run
 	$(BIN)/python -m workpool demo $(ARGS)
 
 lint: $(VENV)/.installed-dev
-	$(BIN)/ruff check src tests bench examples
-	$(BIN)/ruff format --check src tests bench examples
+	$(BIN)/ruff check $(LINT_DIRS)
+	$(BIN)/ruff format --check $(LINT_DIRS)
 
 typecheck: $(VENV)/.installed-dev
 	$(BIN)/mypy
