@@ -47,7 +47,8 @@ class _DetachExceptionFilter(logging.Filter):
     memory handlers, queues). workpool promises that a failed item's exception is
     freed once the dead-letter hook returns, so its own records carry the formatted
     traceback only. Standard formatters print ``exc_text`` as they would have
-    printed ``exc_info``.
+    printed ``exc_info``. An exception passed as a message argument is replaced by
+    its text for the same reason.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
@@ -57,7 +58,19 @@ class _DetachExceptionFilter(logging.Filter):
                     "\n"
                 )
             record.exc_info = None
+        args = record.args
+        if type(args) is tuple and any(isinstance(arg, BaseException) for arg in args):
+            record.args = tuple(
+                _text(arg) if isinstance(arg, BaseException) else arg for arg in args
+            )
         return True
+
+
+def _text(exc: BaseException) -> str:
+    try:
+        return str(exc)
+    except Exception:
+        return f"<{type(exc).__name__} whose str() failed>"
 
 
 logger.addFilter(LogContextFilter())

@@ -544,13 +544,16 @@ class WorkerPool:
                         failure = error
                         break
                     retry_run = RetryRun(policy, started)
+                traceback = error.__traceback__
                 try:
                     delay = await retry_run.next_delay(error)
                 except Exception as final:
-                    failure = final
+                    # tenacity re-raises the attempt's exception from frames that hold
+                    # it; with its own traceback back, no cycle keeps it alive.
+                    failure = final.with_traceback(traceback) if final is error else final
                     break
                 finally:
-                    del error
+                    del error, traceback
                 # Always a checkpoint, so cancellation during a zero-second backoff
                 # ends the item rather than starting another attempt.
                 await anyio.sleep(delay)
@@ -690,6 +693,13 @@ class WorkerPool:
         if type(result) is _Awaitable:
             # e.g. lambda scope, stopping: send(order): run the coroutine it made
             await result.awaitable
+        elif type(result) is _Raised:
+            error, result.error = result.error, None
+            del result
+            try:
+                raise error  # type: ignore[misc]
+            finally:
+                del error  # this frame is in the traceback: hold nothing of it
 
     def _shield(self) -> anyio.CancelScope:
         """A shield for cleanup; past the shutdown deadline, it gives up after the grace."""
@@ -888,8 +898,23 @@ class _Awaitable:
         self.awaitable = awaitable
 
 
+@final
+class _Raised:
+    """What a sync work function raised, handed back from its thread rather than
+    raised there: raised through the thread runner's frames, the exception would be
+    kept alive by them (frame -> future -> exception -> traceback -> frame)."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: Exception) -> None:
+        self.error: Exception | None = error
+
+
 def _call_in_thread(work: Work, scope: Scope, stopping: StopToken) -> object:
-    result = work(scope, stopping)
+    try:
+        result = work(scope, stopping)
+    except Exception as exc:
+        return _Raised(exc)
     if inspect.isawaitable(result):
         return _Awaitable(result)
     return result
