@@ -1,0 +1,473 @@
+"""The demo: a pool from settings on simulated jobs, watched live, then its report.
+
+``python -m workpool demo`` (or the ``workpool demo`` console script) runs a mix of
+quick, slow, sync (threaded) and failing jobs, some of them queued by simulated
+requests that share their session with them. With rich installed and a terminal
+it shows a live view; otherwise (CI, a pipe) it prints plain lines. Ctrl-C (or
+SIGTERM) drains the pool gracefully; a second one stops at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import random
+import sys
+import time
+from dataclasses import dataclass
+from functools import partial
+from typing import TYPE_CHECKING, Any, TextIO
+
+import anyio
+
+from ._channel import FullMode
+from ._exceptions import QueueFullError
+from ._retry import RetryPolicy
+from ._runner import exit_status, serve_until_signalled
+from ._session import SessionManager
+from ._settings import PoolSettings
+
+if TYPE_CHECKING:
+    from ._item import WorkItem
+    from ._pool import WorkerPool
+    from ._scope import Scope
+    from ._session import Session
+    from ._stats import DrainReport, PoolStats, TimingSummary
+    from ._stop import StopToken
+
+__all__ = ["DemoOptions", "main", "run_demo"]
+
+# The job mix: (kind, weight). "flaky" fails four times as often as the others;
+# "request" is a simulated request that queues two items in its own session and
+# leaves before they run.
+_MIX = (("quick", 45), ("slow", 15), ("sync", 15), ("flaky", 8), ("request", 17))
+
+
+class SimulatedFailure(Exception):
+    """What a job raises when the dice say it fails this attempt."""
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    """What the demo runs; ``None`` means "from the settings" (``WORKPOOL_*``)."""
+
+    items: int = 300
+    consumers: int | None = None
+    failure_rate: float = 0.15
+    deadline: float | None = None
+    duration: float = 5.0
+    backend: str = "asyncio"
+    live: bool | None = None
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.items < 1:
+            raise ValueError(f"items must be at least 1, got {self.items}")
+        if self.consumers is not None and self.consumers < 1:
+            raise ValueError(f"consumers must be at least 1, got {self.consumers}")
+        if not 0 <= self.failure_rate < 1:
+            raise ValueError(f"failure_rate must be in [0, 1), got {self.failure_rate}")
+        if self.deadline is not None and self.deadline < 0:
+            raise ValueError(f"deadline must be zero or more seconds, got {self.deadline}")
+        if not self.duration > 0:
+            raise ValueError(f"duration must be a positive number of seconds, got {self.duration}")
+        if self.backend not in ("asyncio", "trio"):
+            raise ValueError(f"backend must be 'asyncio' or 'trio', got {self.backend!r}")
+
+
+class _Jobs:
+    """The simulated work: durations scale with the demo's duration."""
+
+    def __init__(self, options: DemoOptions) -> None:
+        self.rng = random.Random(options.seed)
+        self.failure_rate = options.failure_rate
+        self.scale = options.duration / 5.0
+        self.sessions_shared = 0
+        self.sessions_ended = 0
+
+    def _maybe_fail(self, scope: Scope, rate: float | None = None) -> None:
+        if self.rng.random() < (self.failure_rate if rate is None else rate):
+            raise SimulatedFailure(f"{scope.item.name} failed on attempt {scope.attempt}")
+
+    async def flaky(self, scope: Scope, stopping: StopToken) -> None:
+        await anyio.sleep(self.rng.uniform(0.01, 0.05) * self.scale)
+        self._maybe_fail(scope, min(0.95, self.failure_rate * 4))
+
+    async def quick(self, scope: Scope, stopping: StopToken) -> None:
+        await anyio.sleep(self.rng.uniform(0.005, 0.03) * self.scale)
+        self._maybe_fail(scope)
+
+    async def slow(self, scope: Scope, stopping: StopToken) -> None:
+        # a long job that finishes early, cleanly, when shutdown begins
+        with anyio.move_on_after(self.rng.uniform(0.2, 0.6) * self.scale):
+            await stopping.wait()
+        self._maybe_fail(scope)
+
+    def sync(self, scope: Scope, stopping: StopToken) -> None:
+        time.sleep(self.rng.uniform(0.02, 0.1) * self.scale)  # runs in a worker thread
+        self._maybe_fail(scope)
+
+    async def email(self, scope: Scope, stopping: StopToken) -> None:
+        assert scope.session.data["user"]  # what the request left in the session
+        await anyio.sleep(self.rng.uniform(0.02, 0.08) * self.scale)
+        self._maybe_fail(scope)
+
+    async def audit(self, scope: Scope, stopping: StopToken) -> None:
+        scope.session.data.setdefault("audited", 0)
+        scope.session.data["audited"] += 1
+        await anyio.sleep(self.rng.uniform(0.005, 0.02) * self.scale)
+        self._maybe_fail(scope)
+
+    def session_ended(self, session: Session) -> None:
+        if "user" in session.data:
+            self.sessions_ended += 1
+
+    def dead_letter(self, item: WorkItem, exc: BaseException) -> None:
+        pass  # a real app would store the item for a person to look at
+
+
+async def _request(pool: WorkerPool, jobs: _Jobs, retry: RetryPolicy, n: int) -> int:
+    """A simulated request: it queues two items in its session and leaves at once."""
+    manager = pool.session_manager
+    request_scope = f"request-{n}"
+    session = manager.create_session(request_scope)
+    session.data["user"] = f"user-{n % 17}"
+    jobs.sessions_shared += 1
+    queued = 0
+    try:
+        for kind, work in (("request.email", jobs.email), ("request.audit", jobs.audit)):
+            queued += 1
+            try:
+                item = await pool.enqueue(work, session, retry=retry, name=kind)
+            except QueueFullError:  # WORKPOOL_FULL_MODE=reject: counted as rejected
+                continue
+            # The queued item holds the session until it has run, so the session
+            # outlives the request (workpool.integrations.starlette does the same).
+            manager.add_scope(session, item.id)
+    finally:
+        await manager.release(session, request_scope)
+    return queued
+
+
+async def _produce(options: DemoOptions, jobs: _Jobs, pool: WorkerPool) -> None:
+    """Queue the items, spread over the duration, then wait for them to finish."""
+    retry = RetryPolicy.exponential(
+        3, initial=0.05 * jobs.scale, maximum=0.5 * jobs.scale, jitter=0.02 * jobs.scale
+    )
+    kinds = [kind for kind, _ in _MIX]
+    weights = [weight for _, weight in _MIX]
+    work = {"quick": jobs.quick, "slow": jobs.slow, "sync": jobs.sync, "flaky": jobs.flaky}
+    gap = options.duration * 0.8 / options.items
+    queued = 0
+    n = 0
+    while queued < options.items:
+        kind = jobs.rng.choices(kinds, weights)[0]
+        if kind == "request" and options.items - queued >= 2:
+            queued += await _request(pool, jobs, retry, n)
+        else:
+            kind = "quick" if kind == "request" else kind
+            queued += 1
+            with contextlib.suppress(QueueFullError):  # counted as rejected
+                await pool.enqueue(work[kind], retry=retry, name=kind)
+        n += 1
+        await anyio.sleep(gap * jobs.rng.uniform(0.0, 2.0))
+    await pool.join()
+
+
+# -- output --------------------------------------------------------------------------
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.2f} s"
+
+
+def _timing(label: str, t: TimingSummary) -> str:
+    return (
+        f"{label} n={t.count} mean={_ms(t.mean)} p50={_ms(t.p50)} p95={_ms(t.p95)} "
+        f"p99={_ms(t.p99)} max={_ms(t.max)}"
+    )
+
+
+def _progress_line(stats: PoolStats, elapsed: float) -> str:
+    return (
+        f"[{elapsed:5.1f}s] queued {stats.queued:4d}  busy {stats.busy}/{stats.consumers}  "
+        f"succeeded {stats.succeeded:4d}  retried {stats.retried:3d}  failed {stats.failed:3d}  "
+        f"dropped {stats.dropped:3d}  wait p95 {_ms(stats.wait_time.p95)}  "
+        f"run p95 {_ms(stats.run_time.p95)}"
+    )
+
+
+def _summary_lines(stats: PoolStats, report: DrainReport, jobs: _Jobs) -> list[str]:
+    return [
+        f"stats: enqueued={stats.enqueued} succeeded={stats.succeeded} failed={stats.failed} "
+        f"retried={stats.retried} dead_lettered={stats.dead_lettered} dropped={stats.dropped} "
+        f"rejected={stats.rejected} timed_out={stats.timed_out} cancelled={stats.cancelled} "
+        f"abandoned={stats.abandoned}",
+        _timing("wait:", stats.wait_time),
+        _timing("run: ", stats.run_time),
+        f"drain: succeeded={report.succeeded} failed={report.failed} "
+        f"cancelled={len(report.cancelled)} abandoned={len(report.abandoned)} "
+        f"elapsed={report.elapsed:.3f}s deadline_hit={report.deadline_hit}",
+        f"sessions: {jobs.sessions_shared} shared by simulated requests and their items, "
+        f"{jobs.sessions_ended} ended",
+        f"accounted for: {stats.enqueued} = {stats.succeeded} succeeded + {stats.failed} failed "
+        f"+ {stats.dropped} dropped + {stats.cancelled} cancelled + {stats.abandoned} abandoned",
+    ]
+
+
+class _PlainView:
+    def __init__(self, out: TextIO, every: float) -> None:
+        self.out = out
+        self.every = every
+
+    async def run(self, pool: WorkerPool, started: float) -> None:
+        while True:
+            await anyio.sleep(self.every)
+            print(_progress_line(pool.stats(), time.monotonic() - started), file=self.out)
+            self.out.flush()
+
+    def summary(self, stats: PoolStats, report: DrainReport, jobs: _Jobs) -> None:
+        for line in _summary_lines(stats, report, jobs):
+            print(line, file=self.out)
+        self.out.flush()
+
+
+class _LiveView:
+    """A rich live panel of the pool's stats, then summary tables."""
+
+    def __init__(self, out: TextIO) -> None:
+        from rich.console import Console
+
+        self.console = Console(file=out)
+        self.phase = "running"
+
+    def _render(self, stats: PoolStats, elapsed: float) -> Any:
+        from rich.table import Table
+
+        table = Table(
+            title=f"workpool demo - {self.phase} - {elapsed:.1f} s", min_width=50, show_header=False
+        )
+        table.add_column("", style="bold")
+        table.add_column("", justify="right")
+        table.add_row("queue depth", f"{stats.queued} / {stats.capacity}")
+        table.add_row("busy consumers", f"{stats.busy} / {stats.consumers}")
+        table.add_row("enqueued", str(stats.enqueued))
+        table.add_row("succeeded", f"[green]{stats.succeeded}[/]")
+        table.add_row("retried", f"[yellow]{stats.retried}[/]")
+        table.add_row("failed", f"[red]{stats.failed}[/]")
+        table.add_row("dropped", str(stats.dropped))
+        table.add_row("wait p95", _ms(stats.wait_time.p95))
+        table.add_row("run p95", _ms(stats.run_time.p95))
+        return table
+
+    async def run(self, pool: WorkerPool, started: float) -> None:
+        from rich.live import Live
+
+        with Live(
+            self._render(pool.stats(), 0.0), console=self.console, refresh_per_second=10
+        ) as live:
+            try:
+                while True:
+                    if pool.stopping.is_set() and self.phase == "running":
+                        self.phase = "draining"
+                    live.update(self._render(pool.stats(), time.monotonic() - started))
+                    await anyio.sleep(0.1)
+            finally:
+                self.phase = "done"
+                live.update(self._render(pool.stats(), time.monotonic() - started))
+
+    def summary(self, stats: PoolStats, report: DrainReport, jobs: _Jobs) -> None:
+        from rich.table import Table
+
+        drain = Table(title="DrainReport")
+        for column in ("succeeded", "failed", "cancelled", "abandoned", "elapsed", "deadline hit"):
+            drain.add_column(column, justify="right")
+        drain.add_row(
+            f"[green]{report.succeeded}[/]",
+            f"[red]{report.failed}[/]",
+            str(len(report.cancelled)),
+            str(len(report.abandoned)),
+            f"{report.elapsed:.3f} s",
+            "[red]yes[/]" if report.deadline_hit else "no",
+        )
+        timings = Table(title="Timings")
+        for column in ("", "count", "mean", "p50", "p95", "p99", "max"):
+            timings.add_column(column, justify="right")
+        for label, t in (("wait", stats.wait_time), ("run", stats.run_time)):
+            timings.add_row(
+                label, str(t.count), *(_ms(v) for v in (t.mean, t.p50, t.p95, t.p99, t.max))
+            )
+        self.console.print(timings)
+        self.console.print(drain)
+        lines = _summary_lines(stats, report, jobs)
+        for line in (lines[0], lines[-2], lines[-1]):
+            self.console.print(line, highlight=False)
+
+
+class _OneLineFormatter(logging.Formatter):
+    """Log lines without tracebacks: the demo's failures are simulated."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        saved = record.exc_info, record.exc_text
+        record.exc_info, record.exc_text = None, None
+        try:
+            return super().format(record)
+        finally:
+            record.exc_info, record.exc_text = saved
+
+
+class _CurrentStderr:
+    """sys.stderr as it is at each write (rich's live view redirects it)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
+def _use_live(options: DemoOptions, out: TextIO) -> bool:
+    if options.live is not None:
+        return options.live
+    if not out.isatty():
+        return False
+    try:
+        import rich  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+async def _run(options: DemoOptions, out: TextIO) -> tuple[PoolStats, DrainReport, _Jobs, Any]:
+    from ._pool import WorkerPool
+
+    settings = PoolSettings()
+    jobs = _Jobs(options)
+    overrides: dict[str, Any] = {
+        "session_manager": SessionManager(
+            settings.session.default_duration, on_end=jobs.session_ended
+        ),
+        "on_dead_letter": jobs.dead_letter,
+    }
+    if options.consumers is not None:
+        overrides["consumers"] = options.consumers
+    pool = WorkerPool.from_settings(settings, **overrides)
+    deadline = options.deadline if options.deadline is not None else settings.shutdown_deadline
+    full_mode = settings.full_mode
+    print(
+        f"workpool demo: {options.items} items over {options.duration:.1f} s, "
+        f"{pool.consumers} consumers, capacity {settings.capacity} ({FullMode(full_mode).value}), "
+        f"failure rate {options.failure_rate:.0%} per attempt (flaky jobs x4), 3 attempts, "
+        f"deadline {deadline:.1f} s, {options.backend}; Ctrl-C drains",
+        file=out,
+    )
+    out.flush()
+    view: _LiveView | _PlainView = (
+        _LiveView(out)
+        if _use_live(options, out)
+        else _PlainView(out, min(1.0, max(0.25, options.duration / 10)))
+    )
+    started = time.monotonic()
+    async with anyio.create_task_group() as task_group:
+        task_group.start_soon(view.run, pool, started)
+        report = await serve_until_signalled(
+            pool, partial(_produce, options, jobs), deadline=deadline
+        )
+        task_group.cancel_scope.cancel()
+    return pool.stats(), report, jobs, view
+
+
+def run_demo(options: DemoOptions, out: TextIO | None = None) -> int:
+    """Run the demo; return the exit status (0 when every item was accounted as finished)."""
+    out = out if out is not None else sys.stdout
+    handler = logging.StreamHandler(_CurrentStderr())
+    handler.setFormatter(_OneLineFormatter("%(levelname)s %(name)s: %(message)s"))
+    handler.setLevel(logging.WARNING)
+    library = logging.getLogger("workpool")
+    library.addHandler(handler)
+    try:
+        stats, report, jobs, view = anyio.run(partial(_run, options, out), backend=options.backend)
+        view.summary(stats, report, jobs)
+    finally:
+        library.removeHandler(handler)
+    return exit_status(report)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="workpool",
+        description="workpool: in-process background work pools for anyio (asyncio and trio).",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    demo = commands.add_parser(
+        "demo",
+        help="run a pool on simulated jobs and watch it",
+        description=(
+            "Run a pool (configured by WORKPOOL_* settings) on simulated quick, slow, sync "
+            "and failing jobs, some sharing a session with a simulated request; show the "
+            "stats while they run, then the DrainReport. Ctrl-C drains gracefully."
+        ),
+    )
+    defaults = DemoOptions()
+    demo.add_argument("--items", type=int, default=defaults.items, help="jobs to run (%(default)s)")
+    demo.add_argument(
+        "--consumers", type=int, default=None, help="consumers (default: WORKPOOL_CONSUMERS, 4)"
+    )
+    demo.add_argument(
+        "--failure-rate",
+        type=float,
+        default=defaults.failure_rate,
+        help="chance that an attempt fails (%(default)s); 3 attempts per job",
+    )
+    demo.add_argument(
+        "--deadline",
+        type=float,
+        default=None,
+        help="drain deadline in seconds (default: WORKPOOL_SHUTDOWN_DEADLINE, 30)",
+    )
+    demo.add_argument(
+        "--duration",
+        type=float,
+        default=defaults.duration,
+        help="seconds over which the jobs arrive; job lengths scale with it (%(default)s)",
+    )
+    demo.add_argument("--backend", choices=("asyncio", "trio"), default=defaults.backend)
+    view = demo.add_mutually_exclusive_group()
+    view.add_argument("--live", dest="live", action="store_true", default=None, help="live view")
+    view.add_argument("--plain", dest="live", action="store_false", help="plain lines")
+    demo.add_argument("--seed", type=int, default=None, help="random seed, for a repeatable run")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The ``workpool`` command line; returns the exit status."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command != "demo":
+        parser.print_help()
+        return 2
+    try:
+        options = DemoOptions(
+            items=args.items,
+            consumers=args.consumers,
+            failure_rate=args.failure_rate,
+            deadline=args.deadline,
+            duration=args.duration,
+            backend=args.backend,
+            live=args.live,
+            seed=args.seed,
+        )
+    except ValueError as exc:
+        parser.error(str(exc))
+    if options.backend == "trio":
+        try:
+            import trio  # noqa: F401
+        except ImportError:
+            parser.error("the trio backend needs trio: pip install 'workpool[trio]'")
+    if options.live:
+        try:
+            import rich  # noqa: F401
+        except ImportError:
+            parser.error("the live view needs rich: pip install 'workpool[rich]'")
+    return run_demo(options)
