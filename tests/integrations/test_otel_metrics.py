@@ -137,7 +137,7 @@ async def test_dropped_items_are_counted_by_work_name(sdk: Sdk) -> None:
         dropped = await pool.enqueue(ok, name="late")
         async with pool:
             pass
-    got = collect(reader)
+        got = collect(reader)
     assert dropped.state.name == "DROPPED"
     assert got["workpool.items.dropped"][key("late")].value == 1
     assert got["workpool.items.succeeded"][key("kept")].value == 1

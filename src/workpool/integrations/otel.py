@@ -13,11 +13,11 @@ per-item ones also ``workpool.work.name``):
 
 ==================================  =================  ===================================
 ``workpool.items.enqueued``         counter (async)    accepted by ``enqueue*`` (per pool)
-``workpool.items.succeeded``        counter            items that succeeded
-``workpool.items.failed``           counter            items that failed for good
-``workpool.items.retried``          counter            attempts beyond the first
-``workpool.items.cancelled``        counter            in flight at the shutdown deadline
-``workpool.items.dropped``          counter            dropped by a full channel
+``workpool.items.succeeded``        counter (async)    items that succeeded
+``workpool.items.failed``           counter (async)    items that failed for good
+``workpool.items.retried``          counter (async)    attempts beyond the first
+``workpool.items.cancelled``        counter (async)    in flight at the shutdown deadline
+``workpool.items.dropped``          counter (async)    dropped by a full channel
 ``workpool.items.rejected``         counter (async)    ``QueueFullError`` raised (per pool)
 ``workpool.items.abandoned``        counter (async)    queued, unstarted at the deadline
 ``workpool.item.wait.duration``     histogram (s)      enqueue to start
@@ -27,9 +27,9 @@ per-item ones also ``workpool.work.name``):
 ``workpool.consumers.busy``         gauge (async)      consumers running an item
 ==================================  =================  ===================================
 
-The asynchronous instruments read ``pool.stats()`` when the metrics are collected;
-the others are recorded as each item ends. With nothing instrumented, the pool
-does no extra work at all.
+Per-work-name counts are kept in the `PoolMetrics` as items end and reported,
+like ``pool.stats()``, when the metrics are collected; the histograms are recorded
+as each item ends. With nothing instrumented, the pool does no extra work at all.
 """
 
 from __future__ import annotations
@@ -91,23 +91,22 @@ class _Instruments:
         meter = provider.get_meter(METER_NAME, _version())
         self.attached: dict[int, PoolMetrics] = {}
         self.lock = threading.Lock()
-        self.succeeded = meter.create_counter(
-            "workpool.items.succeeded", unit="{item}", description="Items that succeeded"
-        )
-        self.failed = meter.create_counter(
-            "workpool.items.failed", unit="{item}", description="Items that failed for good"
-        )
-        self.retried = meter.create_counter(
-            "workpool.items.retried", unit="{attempt}", description="Attempts beyond the first"
-        )
-        self.cancelled = meter.create_counter(
-            "workpool.items.cancelled",
-            unit="{item}",
-            description="Items cancelled in flight at the shutdown deadline",
-        )
-        self.dropped = meter.create_counter(
-            "workpool.items.dropped", unit="{item}", description="Items dropped by a full channel"
-        )
+        # Outcome counts are kept per work name by each PoolMetrics (a dict increment
+        # per item) and reported when metrics are collected: an SDK counter.add costs
+        # several microseconds, more than running a no-op item.
+        for outcome, unit, description in (
+            ("succeeded", "{item}", "Items that succeeded"),
+            ("failed", "{item}", "Items that failed for good"),
+            ("retried", "{attempt}", "Attempts beyond the first"),
+            ("cancelled", "{item}", "Items cancelled in flight at the shutdown deadline"),
+            ("dropped", "{item}", "Items dropped by a full channel"),
+        ):
+            meter.create_observable_counter(
+                f"workpool.items.{outcome}",
+                [self._observe_counts(outcome)],
+                unit=unit,
+                description=description,
+            )
         self.wait = meter.create_histogram(
             "workpool.item.wait.duration",
             unit="s",
@@ -163,6 +162,16 @@ class _Instruments:
 
         return callback
 
+    def _observe_counts(self, outcome: str) -> Any:
+        def callback(options: CallbackOptions) -> Iterable[Observation]:
+            return [
+                Observation(count, m._attributes_of(name))
+                for m in self.pools()
+                for name, count in list(m._counts[outcome].items())
+            ]
+
+        return callback
+
     def pools(self) -> Iterator[PoolMetrics]:
         with self.lock:
             attached = list(self.attached.values())
@@ -203,6 +212,7 @@ class PoolMetrics:
         "__weakref__",
         "_attrs_by_work",
         "_closed",
+        "_counts",
         "_instruments",
         "_pool",
         "_pool_attributes",
@@ -228,6 +238,9 @@ class PoolMetrics:
         self.pool_name = pool_name
         self._pool_attributes: dict[str, str] = {POOL_NAME: pool_name}
         self._attrs_by_work: dict[str, dict[str, str]] = {}
+        self._counts: dict[str, dict[str, int]] = {
+            outcome: {} for outcome in ("succeeded", "failed", "retried", "cancelled", "dropped")
+        }
         self._snapshot_at = -1.0
         self._snapshot_value: PoolStats | None = None
         self._closed = False
@@ -268,8 +281,7 @@ class PoolMetrics:
 
     # -- recording ------------------------------------------------------------------
 
-    def _attributes(self, item: WorkItem) -> dict[str, str]:
-        name = item.name
+    def _attributes_of(self, name: str) -> dict[str, str]:
         attributes = self._attrs_by_work.get(name)
         if attributes is None:
             attributes = {POOL_NAME: self.pool_name, WORK_NAME: name}
@@ -277,23 +289,28 @@ class PoolMetrics:
                 self._attrs_by_work[name] = attributes
         return attributes
 
+    def _count(self, outcome: str, name: str, n: int = 1) -> None:
+        counts = self._counts[outcome]
+        counts[name] = counts.get(name, 0) + n
+
     def _item_done(self, item: WorkItem, started: float, finished: float) -> None:
-        instruments = self._instruments
-        attributes = self._attributes(item)
+        name = item.name
         state = item.state
         if state is ItemState.SUCCEEDED:
-            instruments.succeeded.add(1, attributes)
+            self._count("succeeded", name)
         elif state is ItemState.FAILED:
-            instruments.failed.add(1, attributes)
+            self._count("failed", name)
         elif state is ItemState.CANCELLED:
-            instruments.cancelled.add(1, attributes)
+            self._count("cancelled", name)
         if item.attempts > 1:
-            instruments.retried.add(item.attempts - 1, attributes)
+            self._count("retried", name, item.attempts - 1)
+        instruments = self._instruments
+        attributes = self._attributes_of(name)
         instruments.wait.record(max(0.0, started - item.enqueued_at), attributes)
         instruments.run.record(finished - started, attributes)
 
     def _item_dropped(self, item: WorkItem) -> None:
-        self._instruments.dropped.add(1, self._attributes(item))
+        self._count("dropped", item.name)
 
     def _snapshot(self) -> PoolStats:
         # Collections run in the exporter's thread; stats() reads plain counters.
