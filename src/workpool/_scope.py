@@ -69,7 +69,8 @@ class ItemSession:
         self._joined = False
 
     def join(self, session: Session) -> None:
-        """Hold *session* for the item (its parent)."""
+        """Hold *session* for the item (its parent), through the session's own manager."""
+        self.manager = session._manager
         self.manager.add_scope(session, self.item.id)
         self.session = session
         self._joined = True
@@ -144,13 +145,18 @@ class Scope:
         """The item's session: its parent's, or its own (made on first use).
 
         Raises:
-            RuntimeError: the scope was made without a session manager.
+            RuntimeError: the scope was made without a session manager, or it is
+                closed and never had a session.
         """
         slot = self._slot
         if slot is None:
             raise RuntimeError("this scope has no session manager")
         session = slot.session
         if session is None:
+            if self._closed:
+                # The item may be finished and released: a session made now would
+                # be held by it forever.
+                raise RuntimeError("this scope is closed: its attempt has ended")
             session = slot.materialize()
         if not self._attached and not self._closed:
             slot.manager.add_scope(session, self.id)
@@ -159,8 +165,9 @@ class Scope:
 
     @property
     def session_id(self) -> UUID | None:
-        """The id of the item's `session` (``None`` without a session manager)."""
-        if self._slot is None:
+        """The id of the item's `session` (``None`` without one, e.g. once closed)."""
+        slot = self._slot
+        if slot is None or (slot.session is None and self._closed):
             return None
         return self.session.id
 
@@ -207,6 +214,12 @@ class Scope:
         try:
             if container is not None:
                 await container.aclose()
+        except BaseException:
+            # Cut off (cancelled past the shutdown grace): the cleanups not yet run
+            # never will; the pool logs that, so svcs need not warn again at GC.
+            if isinstance(container, svcs.Container):
+                container._on_close.clear()
+            raise
         finally:
             self._detach()
 
