@@ -443,7 +443,10 @@ class WorkerPool:
     ) -> None:
         worker = self._worker
         set_spawner = getattr(worker, "_set_spawner", None)
-        with anyio.CancelScope() as consumer_scope:
+        # Shielded: an outer cancellation (of the body of `async with pool`, or of
+        # the task group around it) must not cancel the consumers, or queued items
+        # would never run; __aexit__ drains, and the deadline cancels this scope.
+        with anyio.CancelScope(shield=True) as consumer_scope:
             self._consumer_scope = consumer_scope
             async with anyio.create_task_group() as consumers:
                 self._live_consumers = self._consumers
