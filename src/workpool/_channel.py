@@ -20,6 +20,7 @@ from ._exceptions import PoolClosedError, QueueFullError
 from ._hooks import Hook, call_hook, call_hook_sync
 from ._item import ItemState, Work, WorkItem, check_timeout
 from ._log import logger
+from ._session import hold_parent, release_parent, release_parent_nowait
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -353,6 +354,8 @@ class BackgroundWorker:
         return item
 
     def _accept(self, item: WorkItem) -> None:
+        if item.parent_session is not None:
+            hold_parent(item)
         item.enqueued_at = time.monotonic()
         self._items.append(item)
         self._enqueued += 1
@@ -414,10 +417,14 @@ class BackgroundWorker:
         return dropped
 
     async def _report_drop_async(self, item: WorkItem) -> None:
+        if item._parent_held:
+            await release_parent(item)
         for hook in self._drop_hooks:
             await call_hook(hook, "on_drop", item)
 
     def _report_drop_sync(self, item: WorkItem) -> None:
+        if item._parent_held:
+            release_parent_nowait(item, self._spawn)
         for hook in self._drop_hooks:
             call_hook_sync(hook, "on_drop", item, spawn=self._spawn)
 

@@ -154,6 +154,7 @@ class WorkItem:
         "_id",
         "_is_async",
         "_name",
+        "_parent_held",
         "attempts",
         "enqueued_at",
         "parent_session",
@@ -194,6 +195,7 @@ class WorkItem:
         self._name = name
         self._id: UUID | None = None
         self._is_async = _is_async(work)
+        self._parent_held = False
         self.enqueued_at = time.monotonic()
         self.state = ItemState.QUEUED
         self.attempts = 0

@@ -12,9 +12,11 @@ from ._item import new_uuid4
 from ._log import logger
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Hashable, Iterator
+    from collections.abc import Awaitable, Callable, Hashable, Iterator
 
-__all__ = ["Session", "SessionManager"]
+    from ._item import WorkItem
+
+__all__ = ["Session", "SessionManager", "hold_parent", "release_parent", "release_parent_nowait"]
 
 
 @final
@@ -227,3 +229,65 @@ def _check_duration(value: float, argument: str) -> None:
         raise TypeError(f"{argument} must be a number of seconds, got {value!r}")
     if not (value > 0 and math.isfinite(value)):
         raise ValueError(f"{argument} must be a positive number of seconds, got {value!r}")
+
+
+# -- a queued item's hold on its parent session ------------------------------------
+#
+# A request typically enqueues work with its session and then leaves (releasing its
+# own hold) before a consumer starts the item. So the item holds its parent session
+# from the moment the channel accepts it, not from when it starts: otherwise a
+# session that expires immediately would end in between, and the item would run in
+# a new one. The hold uses the item's id and the session's own manager; it passes to
+# the running item, or is released when the item is dropped or abandoned.
+
+
+def hold_parent(item: WorkItem) -> None:
+    """Hold the item's parent session from acceptance, if it is active."""
+    session = item.parent_session
+    if session is None:
+        return
+    manager = session._manager
+    if manager.is_active(session):
+        manager.add_scope(session, item.id)
+        item._parent_held = True
+
+
+async def release_parent(item: WorkItem) -> None:
+    """Release a hold taken by `hold_parent` (the item will not run)."""
+    session = item.parent_session
+    if not item._parent_held or session is None:
+        return
+    item._parent_held = False
+    await session._manager.release(session, item.id)
+
+
+def release_parent_nowait(
+    item: WorkItem, spawn: Callable[[Callable[[], Awaitable[None]]], None] | None
+) -> None:
+    """`release_parent` from sync code: ending the session (its hooks) runs via *spawn*.
+
+    With nothing to run the hooks, the session is left to the sweeper, which ends it
+    once it expires.
+    """
+    session = item.parent_session
+    if not item._parent_held or session is None:
+        return
+    item._parent_held = False
+    session._scopes.discard(item.id)
+    if session._scopes or session.ended:
+        return
+
+    async def release() -> None:
+        await session._manager.release(session, item.id)
+
+    if spawn is not None:
+        try:
+            spawn(release)
+            return
+        except Exception:
+            logger.debug("could not schedule the release of session %s", session.id, exc_info=True)
+    logger.info(
+        "session %s is left to the sweeper: its last holder was dropped from sync code "
+        "with no running pool to end it",
+        session.id,
+    )
