@@ -36,7 +36,10 @@ PUBLIC = [
     "WorkerPool",
     "WorkpoolError",
     "current_scope",
+    "exit_status",
     "retry_policy",
+    "run_until_signalled",
+    "serve_until_signalled",
 ]
 
 
