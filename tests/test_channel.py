@@ -405,10 +405,12 @@ class TestWaitMode:
 
     async def test_enqueue_timeout(self) -> None:
         """With enqueue_timeout, a full channel raises QueueFullError, counted as rejected."""
-        worker = BackgroundWorker(1, enqueue_timeout=0.01)
+        worker = BackgroundWorker(1, enqueue_timeout=0.05)
         await worker.enqueue(noop)
+        started = anyio.current_time()
         with anyio.fail_after(5), pytest.raises(QueueFullError, match="enqueue_timeout"):
             await worker.enqueue(noop)
+        assert anyio.current_time() - started >= 0.05  # it did wait that long first
         assert worker.rejected_total == 1
         assert worker.enqueued_total == 1
         assert worker.qsize() == 1

@@ -211,7 +211,10 @@ class SessionManager:
     async def sweep_expired(self) -> int:
         """End every expired session that no scope holds; return how many."""
         now = self._clock()
-        expired = [s for s in self._sessions.values() if not s._scopes and now >= s.expires_at]
+        # list() copies in one step: a sync item's thread may create a session (its
+        # log records read scope.session_id) while this runs on the loop's thread.
+        live = list(self._sessions.values())
+        expired = [s for s in live if not s._scopes and now >= s.expires_at]
         swept = 0
         for session in expired:
             # An earlier on_end may have yielded: a scope may have joined meanwhile.
