@@ -8,7 +8,17 @@ import anyio
 import anyio.to_thread
 import pytest
 
-from workpool import ItemState, PoolClosedError, Scope, StopToken, Work, WorkerPool, WorkItem
+from workpool import (
+    FullMode,
+    ItemState,
+    PoolClosedError,
+    QueueFullError,
+    Scope,
+    StopToken,
+    Work,
+    WorkerPool,
+    WorkItem,
+)
 
 
 def assert_accounted(pool: WorkerPool) -> None:
@@ -188,3 +198,48 @@ async def test_enqueue_threadsafe_rejects_bad_work_at_once() -> None:
     async with WorkerPool() as pool:
         with pytest.raises(TypeError, match="work function"):
             await anyio.to_thread.run_sync(lambda: pool.enqueue_threadsafe(None))  # type: ignore[arg-type]
+
+
+@pytest.mark.anyio
+async def test_enqueue_threadsafe_follows_the_full_mode() -> None:
+    """From a thread, a full REJECT channel raises QueueFullError in that thread."""
+    release = anyio.Event()
+
+    async def blocker(scope: Scope, stopping: StopToken) -> None:
+        await release.wait()
+
+    with anyio.fail_after(5):
+        async with WorkerPool(consumers=1, capacity=1, full_mode=FullMode.REJECT) as pool:
+            await pool.enqueue(blocker)
+            await anyio.wait_all_tasks_blocked()
+            await pool.enqueue(blocker)
+            with pytest.raises(QueueFullError):
+                await anyio.to_thread.run_sync(pool.enqueue_threadsafe, _noop)
+            release.set()
+    assert pool.stats().rejected == 1
+
+
+@pytest.mark.anyio
+async def test_a_thread_stuck_at_the_deadline_does_not_hold_shutdown() -> None:
+    """Sync work still running at the deadline is abandoned: the item is CANCELLED and
+    shutdown returns without waiting for the thread."""
+    entered = threading.Event()
+    release = threading.Event()
+
+    def stuck(scope: Scope, stopping: StopToken) -> None:
+        entered.set()
+        release.wait(10)
+
+    pool = WorkerPool(consumers=1)
+    try:
+        with anyio.fail_after(5):
+            async with pool:
+                item = await pool.enqueue(stuck)
+                await anyio.to_thread.run_sync(entered.wait, 5)
+                report = await pool.shutdown(deadline=0.05)
+    finally:
+        release.set()
+    assert report.cancelled == (item,)
+    assert item.state is ItemState.CANCELLED
+    assert report.deadline_hit
+    assert_accounted(pool)
