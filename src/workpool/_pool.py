@@ -471,15 +471,28 @@ class WorkerPool:
     async def _sweep(self) -> None:
         while True:
             await anyio.sleep(self._cleanup_interval)
-            with anyio.CancelScope(shield=True):
-                try:
-                    await self._sessions.sweep_expired()
-                except Exception:
-                    logger.exception("sweeping expired sessions failed")
+            shield = self._shield()
+            self._cleanup_scopes.add(shield)
+            try:
+                with shield:
+                    try:
+                        await self._sessions.sweep_expired()
+                    except Exception:
+                        logger.exception("sweeping expired sessions failed")
+            finally:
+                self._cleanup_scopes.discard(shield)
+            if shield.cancelled_caught:
+                logger.error(
+                    "sweeping expired sessions was cut off %.1f s after the consumers stopped "
+                    "(a session on_end hook hangs)",
+                    self._cleanup_grace,
+                )
 
     def _consumer_exited(self) -> None:
         self._live_consumers -= 1
         if self._live_consumers == 0:
+            # A sweep still running (its on_end hooks) gets the grace, no more.
+            self._cut_off_cleanups(anyio.current_time())
             if self._sweeper_scope is not None:
                 self._sweeper_scope.cancel()
             if self._consumers_done is not None:
@@ -853,8 +866,17 @@ class WorkerPool:
             self._abandon_queued()
         self._running = False
         unfinished = [*self._cancelled_items, *self._abandoned_items]
-        if unfinished:
-            await call_hook(self._on_abandoned, "on_abandoned", unfinished)
+        if unfinished and self._on_abandoned is not None:
+            # The hook may use what is left of the deadline, plus the grace; no more.
+            drain_wait = self._drain_wait
+            until = drain_wait.deadline if drain_wait is not None else started + deadline
+            with anyio.move_on_at(max(until, anyio.current_time()) + self._cleanup_grace) as hook:
+                await call_hook(self._on_abandoned, "on_abandoned", unfinished)
+            if hook.cancelled_caught:
+                logger.error(
+                    "the on_abandoned hook was cut off %.1f s after the shutdown deadline",
+                    self._cleanup_grace,
+                )
         report = DrainReport(
             succeeded=self._succeeded,
             failed=self._failed,
@@ -876,6 +898,10 @@ class WorkerPool:
         )
         return report
 
+    def _cut_off_cleanups(self, now: float) -> None:
+        for shield in self._cleanup_scopes:
+            shield.deadline = min(shield.deadline, now + self._cleanup_grace)
+
     def _abandon_queued(self) -> None:
         for item in self._worker.take_all():
             item.state = ItemState.ABANDONED
@@ -884,8 +910,7 @@ class WorkerPool:
     def _cut_off(self, now: float) -> None:
         """The deadline has passed: cancel in-flight items, bound running cleanups."""
         self._cut_off_at = now
-        for shield in self._cleanup_scopes:
-            shield.deadline = min(shield.deadline, now + self._cleanup_grace)
+        self._cut_off_cleanups(now)
         if self._consumer_scope is not None:
             self._consumer_scope.cancel()
 
