@@ -688,3 +688,25 @@ async def test_a_first_attempt_success_never_touches_tenacity(
     ]
     assert [item.state for item in items] == [ItemState.SUCCEEDED] * 3
     assert pool.stats().retried == 0
+
+
+@pytest.mark.anyio
+async def test_a_negative_wait_fails_the_item_not_the_pool() -> None:
+    """A wait strategy that returns a negative delay fails that item with a clear error;
+    the consumer lives on."""
+    dead = DeadLetters()
+    policy = RetryPolicy(stop=stop_after_attempt(3), wait=lambda state: -1.0)
+    work = Flaky(failures=10)
+    ok = Flaky(failures=0)
+    pool = WorkerPool(consumers=1, on_dead_letter=dead)
+    items = await run_items(pool, work, retry=policy)
+    items += await run_items(WorkerPool(), ok)
+    assert work.attempts == [1]
+    ((item, exc),) = dead.calls
+    assert item is items[0]
+    assert isinstance(exc, ValueError)
+    assert "wait" in str(exc)
+    assert "-1.0" in str(exc)
+    assert isinstance(exc.__cause__, ValueError)
+    assert str(exc.__cause__) == "attempt 1"
+    assert_accounted(pool)

@@ -231,8 +231,14 @@ class RetryRun:
         finally:
             state.outcome = None  # the exception lives on only in what is raised
         if isinstance(action, _DoSleep):
+            delay = float(action)
+            if not delay >= 0:  # anyio.sleep would raise in the consumer, not here
+                raise ValueError(
+                    f"the retry policy's wait returned {delay!r} seconds after attempt "
+                    f"{state.attempt_number}; waits must be zero or more seconds"
+                ) from exc
             state.prepare_for_next_attempt()
-            return float(action)
+            return delay
         raise RuntimeError(
             f"unexpected tenacity action after a failure: {action!r}"
         )  # pragma: no cover
