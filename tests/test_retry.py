@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +16,7 @@ from tenacity import (
     retry_if_exception_type,
     retry_if_not_exception_type,
     stop_after_attempt,
+    stop_after_delay,
     wait_fixed,
 )
 
@@ -22,6 +24,7 @@ import workpool._retry
 from workpool import (
     DrainReport,
     ItemState,
+    LogContextFilter,
     PoolSettings,
     RetryPolicy,
     RetrySettings,
@@ -710,3 +713,74 @@ async def test_a_negative_wait_fails_the_item_not_the_pool() -> None:
     assert isinstance(exc.__cause__, ValueError)
     assert str(exc.__cause__) == "attempt 1"
     assert_accounted(pool)
+
+
+@pytest.mark.anyio
+async def test_combined_tenacity_strategies_work() -> None:
+    """Strategies combine with | as in tenacity: stop after 3 attempts or 60 s."""
+    work = Flaky(failures=10)
+    policy = RetryPolicy(stop=stop_after_attempt(3) | stop_after_delay(60))
+    pool = WorkerPool()
+    await run_items(pool, work, retry=policy)
+    assert work.attempts == [1, 2, 3]
+
+
+@pytest.mark.anyio
+async def test_stop_after_delay_counts_from_the_first_attempt() -> None:
+    """stop_after_delay(0) gives up after the first failure, as tenacity would."""
+    work = Flaky(failures=10)
+    pool = WorkerPool()
+    await run_items(pool, work, retry=RetryPolicy(stop=stop_after_delay(0)))
+    assert work.attempts == [1]
+
+
+@pytest.mark.anyio
+async def test_log_records_carry_the_attempt_number() -> None:
+    """Records logged during a retry carry that attempt's number and scope id."""
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    handler = Keep()
+    handler.addFilter(LogContextFilter())
+    app = logging.getLogger("tests.retry.app")
+    app.addHandler(handler)
+    app.setLevel(logging.INFO)
+    scopes: list[Scope] = []
+
+    async def work(scope: Scope, stopping: StopToken) -> None:
+        scopes.append(scope)
+        app.info("trying")
+        if scope.attempt < 3:
+            raise ValueError("again")
+
+    try:
+        await run_items(WorkerPool(), work, retry=attempts(3))
+    finally:
+        app.removeHandler(handler)
+    assert [r.attempt for r in records] == [1, 2, 3]  # type: ignore[attr-defined]
+    assert [r.scope_id for r in records] == [s.id for s in scopes]  # type: ignore[attr-defined]
+    assert len({r.session_id for r in records}) == 1  # type: ignore[attr-defined]
+
+
+@pytest.mark.anyio
+async def test_sync_work_times_out_too() -> None:
+    """A per-attempt timeout also bounds sync work (its thread is abandoned)."""
+    release = threading.Event()
+    tried: list[int] = []
+
+    def slow(scope: Scope, stopping: StopToken) -> None:
+        tried.append(scope.attempt)
+        if scope.attempt == 1:
+            release.wait(5)
+
+    pool = WorkerPool()
+    try:
+        (item,) = await run_items(pool, slow, retry=attempts(2), timeout=0.05)
+    finally:
+        release.set()
+    assert item.state is ItemState.SUCCEEDED
+    assert tried == [1, 2]
+    assert pool.stats().timed_out == 1
