@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import threading
 import time
@@ -554,6 +555,9 @@ class WorkerPool:
                 error = await self._attempt(item, attempt, slot)
                 if error is None:
                     break
+                if not isinstance(error, Exception):  # the work's own CancelledError
+                    failure = error
+                    break
                 if retry_run is None:
                     policy = item.retry or retry_of(item.work) or self._default_retry
                     if policy is None:
@@ -657,7 +661,9 @@ class WorkerPool:
             return exc
         return None
 
-    async def _attempt(self, item: WorkItem, attempt: int, slot: ItemSession) -> Exception | None:
+    async def _attempt(
+        self, item: WorkItem, attempt: int, slot: ItemSession
+    ) -> BaseException | None:
         """Run one attempt in a fresh scope; return its exception, or None on success."""
         try:
             container = self._factory() if self._eager_factory else None
@@ -689,6 +695,10 @@ class WorkerPool:
             if deadline is not None and deadline.cancel_called and isinstance(exc, TimeoutError):
                 self._timed_out += 1
             return exc
+        except BaseException as exc:
+            if _works_own_cancelled_error(exc):
+                return exc
+            raise
         finally:
             _current_scope.reset(token)
             if scope.needs_async_close:
@@ -946,6 +956,19 @@ def _call_in_thread(work: Work, scope: Scope, stopping: StopToken) -> object:
     if inspect.isawaitable(result):
         return _Awaitable(result)
     return result
+
+
+def _works_own_cancelled_error(exc: BaseException) -> bool:
+    """Whether *exc* is a ``CancelledError`` the work raised while its task was not
+    being cancelled (it awaited a future or task that was cancelled, say): a failure
+    of the work like any other, not a cancellation of the consumer."""
+    if not isinstance(exc, asyncio.CancelledError):
+        return False
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:  # not on asyncio (trio): it cannot be a cancellation
+        return True
+    return task is not None and task.cancelling() == 0
 
 
 def _ids(scope: Scope) -> dict[str, Any]:
