@@ -25,7 +25,7 @@ from ._item import ItemState, Work, WorkItem, check_timeout, check_work, retry_o
 from ._log import logger
 from ._retry import RetryPolicy, RetryRun
 from ._scope import ItemSession, Scope, ScopeFactory, svcs_scope_factory
-from ._session import Session, SessionManager
+from ._session import Session, SessionManager, release_parent
 from ._stats import DrainReport, PoolStats, Timings
 from ._stop import StopToken
 
@@ -549,6 +549,8 @@ class WorkerPool:
             parent = item.parent_session
             if parent is not None:
                 failure = self._join_parent(slot, parent)
+                if item._parent_held:  # a session of another manager: not joined
+                    await release_parent(item)
             attempt = 1
             while failure is None:
                 item.attempts = attempt
@@ -641,7 +643,14 @@ class WorkerPool:
 
     def _join_parent(self, slot: ItemSession, parent: Session) -> Exception | None:
         try:
-            if self._sessions.is_active(parent):
+            # Held since the channel accepted the item (see _session.hold_parent):
+            # still the request's session unless someone ended it meanwhile.
+            if (
+                not parent.ended
+                and parent._manager is self._sessions
+                and (slot.item._parent_held or self._sessions.is_active(parent))
+            ):
+                slot.item._parent_held = False  # the hold passes to the running item
                 slot.join(parent)
             else:
                 logger.warning(
@@ -767,7 +776,7 @@ class WorkerPool:
         try:
             with shield:
                 try:
-                    await self._sessions.release(session, slot.item.id)
+                    await slot.manager.release(session, slot.item.id)
                 except Exception:
                     logger.exception(
                         "releasing session %s of %s failed",
@@ -875,6 +884,9 @@ class WorkerPool:
             deadline_hit = deadline_hit or self._running
             self._abandon_queued()
         self._running = False
+        for item in self._abandoned_items:
+            if item._parent_held:  # it will never run: let its parent session go
+                await release_parent(item)
         unfinished = [*self._cancelled_items, *self._abandoned_items]
         if unfinished and self._on_abandoned is not None:
             # The hook may use what is left of the deadline, plus the grace; no more.
