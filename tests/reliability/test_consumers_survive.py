@@ -1,0 +1,84 @@
+"""A consumer never dies of a work item, and leaving the pool always drains."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+import anyio
+import pytest
+
+from workpool import ItemState, Scope, StopToken, WorkerPool, WorkItem
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+pytestmark = pytest.mark.anyio
+
+
+async def noop(scope: Scope, stopping: StopToken) -> None:
+    pass
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_a_cancelled_error_of_the_works_own_does_not_kill_the_consumer(
+    assert_accounted: Callable[[WorkerPool], None],
+) -> None:
+    """Work that awaits something cancelled (CancelledError, not a cancellation of the item)
+    fails like any error; the consumer goes on with the next item."""
+
+    async def await_cancelled_future(scope: Scope, stopping: StopToken) -> None:
+        future = asyncio.get_running_loop().create_future()
+        future.cancel()
+        await future
+
+    async def await_cancelled_task(scope: Scope, stopping: StopToken) -> None:
+        task = asyncio.get_running_loop().create_task(asyncio.sleep(60))
+        await asyncio.sleep(0)
+        task.cancel()
+        await task
+
+    dead: list[tuple[WorkItem, BaseException]] = []
+    pool = WorkerPool(consumers=1, on_dead_letter=lambda item, exc: dead.append((item, exc)))
+    with anyio.fail_after(10):
+        async with pool:
+            broken = [
+                await pool.enqueue(await_cancelled_future),
+                await pool.enqueue(await_cancelled_task),
+            ]
+            after = [await pool.enqueue(noop) for _ in range(3)]
+            await pool.join()
+            assert pool.stats().busy == 0
+            late = await pool.enqueue(noop)
+    assert [item.state for item in after] == [ItemState.SUCCEEDED] * 3
+    assert late.state is ItemState.SUCCEEDED
+    assert [item.state for item in broken] == [ItemState.FAILED] * 2
+    assert [item for item, _ in dead] == broken
+    assert all(isinstance(exc, asyncio.CancelledError) for _, exc in dead)
+    assert_accounted(pool)
+
+
+async def test_an_outer_cancellation_still_drains(
+    assert_accounted: Callable[[WorkerPool], None],
+) -> None:
+    """Cancelling the task around 'async with pool' still runs every queued item."""
+    started = anyio.Event()
+
+    async def short(scope: Scope, stopping: StopToken) -> None:
+        started.set()
+        await anyio.sleep(0.001)
+
+    pool = WorkerPool(consumers=2, shutdown_deadline=10)
+    with anyio.fail_after(10):
+        with anyio.CancelScope() as outer:
+            async with pool:
+                items = [await pool.enqueue(short) for _ in range(50)]
+                await started.wait()
+                outer.cancel()
+                await anyio.sleep(60)
+        assert outer.cancelled_caught
+    assert [item.state for item in items] == [ItemState.SUCCEEDED] * 50
+    report = pool.report
+    assert report is not None
+    assert report.clean
+    assert_accounted(pool)
