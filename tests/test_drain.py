@@ -123,6 +123,7 @@ async def test_enqueue_after_shutdown_raises_pool_closed() -> None:
     with pytest.raises(PoolClosedError):
         pool.enqueue_nowait(rec.quick("late"))
     assert pool.stats().enqueued == 0
+    assert_accounted(pool)
 
 
 @pytest.mark.anyio
@@ -167,6 +168,7 @@ async def test_the_stop_token_is_set_when_shutdown_begins() -> None:
     assert item.state is ItemState.SUCCEEDED
     assert pool.report is not None
     assert not pool.report.deadline_hit
+    assert_accounted(pool)
 
 
 @pytest.mark.anyio
@@ -199,6 +201,7 @@ async def test_shutdown_is_idempotent() -> None:
     assert all(report is reports[0] for report in reports)
     assert reports[0].succeeded == 1
     assert rec.abandoned_calls == []
+    assert_accounted(pool)
 
 
 class BodyError(Exception):
