@@ -9,9 +9,11 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import anyio
 import pytest
 import svcs
+from tenacity import stop_after_attempt
 
 from workpool import (
     ItemState,
+    RetryPolicy,
     Scope,
     Session,
     SessionManager,
@@ -432,3 +434,32 @@ async def test_ten_thousand_items_leave_no_session_behind() -> None:
     assert pool.stats().succeeded == 10_000
     assert ended == 5_000
     assert len(manager) == 0
+
+
+@pytest.mark.anyio
+async def test_a_container_whose_scope_cannot_be_made_is_still_closed() -> None:
+    """When the parent session is ended by force between attempts, the next attempt's
+    scope cannot join it; the container the factory made for it is closed anyway."""
+    CountingContainer.instances = []
+    manager = SessionManager()
+    dead: list[BaseException] = []
+
+    async def work(scope: Scope, stopping: StopToken) -> None:
+        if scope.attempt == 1:
+            await manager.end_session(scope.session)
+            raise ValueError("first attempt")
+
+    with anyio.fail_after(5):
+        async with WorkerPool(
+            scope_factory=CountingContainer,
+            session_manager=manager,
+            on_dead_letter=lambda item, exc: dead.append(exc),
+        ) as pool:
+            session = manager.create_session("request")
+            item = await pool.enqueue(work, session, retry=RetryPolicy(stop=stop_after_attempt(3)))
+            await pool.join()
+    assert item.state is ItemState.FAILED
+    assert len(dead) == 1
+    assert len(CountingContainer.instances) == 3
+    assert [c.closed for c in CountingContainer.instances] == [1, 1, 1]
+    assert_accounted(pool)

@@ -684,6 +684,9 @@ class WorkerPool:
                 attempt,
                 extra={"work_name": item.name, "attempt": attempt},
             )
+            if container is not None:
+                # made for a scope that could not be (its session had ended): close it
+                await self._close_scope(Scope(item, attempt, None, None, container))
             return exc
         token = _current_scope.set(scope)
         deadline: anyio.CancelScope | None = None
