@@ -674,8 +674,10 @@ class WorkerPool:
         self, item: WorkItem, attempt: int, slot: ItemSession
     ) -> BaseException | None:
         """Run one attempt in a fresh scope; return its exception, or None on success."""
+        container = None
         try:
-            container = self._factory() if self._eager_factory else None
+            if self._eager_factory:
+                container = self._factory()
             scope = Scope(item, attempt, slot, self._factory, container)
         except Exception as exc:
             logger.exception(
