@@ -21,6 +21,7 @@ DEFAULTS = {
     "shutdown_deadline": 30.0,
     "task_timeout": None,
     "thread_limit": 40,
+    "blocked_loop_threshold": 1.0,
     "retry": {
         "attempts": 1,
         "backoff_initial": 0.1,

@@ -28,6 +28,7 @@ from ._scope import ItemSession, Scope, ScopeFactory, svcs_scope_factory
 from ._session import Session, SessionManager, release_parent
 from ._stats import DrainReport, PoolStats, Timings
 from ._stop import StopToken
+from ._watchdog import LoopWatchdog, loop_poster
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Coroutine
@@ -92,6 +93,9 @@ class WorkerPool:
         cleanup_interval: seconds between sweeps of expired sessions.
         cleanup_grace: seconds scope and session cleanups may still run once the
             shutdown deadline has passed.
+        blocked_loop_threshold: seconds the event loop may be blocked (by an async
+            work function making a blocking call) before a warning names the item;
+            ``None`` turns the watchdog off.
 
     Raises:
         ValueError: an argument is out of range (the message names it).
@@ -118,6 +122,7 @@ class WorkerPool:
         *,
         cleanup_interval: float = 60.0,
         cleanup_grace: float = 1.0,
+        blocked_loop_threshold: float | None = 1.0,
     ) -> None:
         self._consumers = _check_count(consumers, "consumers")
         self._shutdown_deadline = _check_deadline(shutdown_deadline, "shutdown_deadline")
@@ -143,6 +148,10 @@ class WorkerPool:
         self._sessions = session_manager if session_manager is not None else SessionManager()
         self._cleanup_interval = check_timeout(cleanup_interval, "cleanup_interval") or 60.0
         self._cleanup_grace = _check_deadline(cleanup_grace, "cleanup_grace")
+        self._blocked_loop_threshold = check_timeout(
+            blocked_loop_threshold, "blocked_loop_threshold"
+        )
+        self._watchdog: LoopWatchdog | None = None
         for argument, hook in (
             ("on_drop", on_drop),
             ("on_dead_letter", on_dead_letter),
@@ -227,6 +236,7 @@ class WorkerPool:
             "thread_limit": settings.thread_limit,
             "default_retry": settings.retry.policy(),
             "cleanup_interval": settings.session.cleanup_interval,
+            "blocked_loop_threshold": settings.blocked_loop_threshold,
         }
         if "worker" in overrides:
             for key in ("capacity", "full_mode", "enqueue_timeout"):
@@ -403,6 +413,11 @@ class WorkerPool:
             self._running = False
             await task_group.__aexit__(type(exc), exc, exc.__traceback__)
             raise
+        if self._blocked_loop_threshold is not None:
+            self._watchdog = LoopWatchdog(
+                self._blocked_loop_threshold, self._in_flight, loop_poster(), self._loop_thread
+            )
+            self._watchdog.start()
         return self
 
     async def __aexit__(
@@ -416,6 +431,8 @@ class WorkerPool:
             await self.shutdown()
             await self._leave_runner()
         finally:
+            if self._watchdog is not None:
+                self._watchdog.stop()
             if task_group is not None:
                 self._task_group = None
                 # The body's exception is not the task group's: passing it in would

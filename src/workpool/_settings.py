@@ -162,6 +162,9 @@ class PoolSettings(BaseSettings):
             (``WORKPOOL_TASK_TIMEOUT``).
         thread_limit: most worker threads running sync work at once
             (``WORKPOOL_THREAD_LIMIT``).
+        blocked_loop_threshold: seconds the event loop may be blocked by a work item
+            before a warning names it; ``None`` (empty) turns the watchdog off
+            (``WORKPOOL_BLOCKED_LOOP_THRESHOLD``).
         retry: the default retry policy (``WORKPOOL_RETRY__*``).
         session: the session manager's settings (``WORKPOOL_SESSION__*``).
         config_file: the TOML file read last (``WORKPOOL_CONFIG_FILE``).
@@ -186,6 +189,7 @@ class PoolSettings(BaseSettings):
     shutdown_deadline: float = Field(default=30.0, ge=0, allow_inf_nan=False)
     task_timeout: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     thread_limit: int = Field(default=40, ge=1)
+    blocked_loop_threshold: float | None = Field(default=1.0, gt=0, allow_inf_nan=False)
     retry: RetrySettings = Field(default_factory=RetrySettings)
     session: SessionSettings = Field(default_factory=SessionSettings)
     config_file: Path | None = None
@@ -216,7 +220,9 @@ class PoolSettings(BaseSettings):
                 pass  # the enum check below reports it, with the choices
         return value
 
-    @field_validator("enqueue_timeout", "task_timeout", "config_file", mode="before")
+    @field_validator(
+        "enqueue_timeout", "task_timeout", "blocked_loop_threshold", "config_file", mode="before"
+    )
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         # ``WORKPOOL_TASK_TIMEOUT=`` unsets a value that a lower source (TOML) set.
