@@ -23,10 +23,10 @@ from ._item import WorkItem as WorkItem
 from ._log import LogContextFilter as LogContextFilter
 from ._pool import WorkerPool as WorkerPool
 from ._retry import RetryPolicy as RetryPolicy
+from ._retry import retry_policy as retry_policy
 from ._runner import exit_status as exit_status
 from ._runner import run_until_signalled as run_until_signalled
 from ._runner import serve_until_signalled as serve_until_signalled
-from ._retry import retry_policy as retry_policy
 from ._scope import Scope as Scope
 from ._scope import ScopeFactory as ScopeFactory
 from ._scope import ServiceContainer as ServiceContainer
