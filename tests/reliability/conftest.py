@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 settings.register_profile(
     "reliability",
-    max_examples=20,
+    max_examples=30,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
     derandomize=False,
