@@ -71,12 +71,17 @@ def _on_trio() -> bool:
     return True
 
 
-async def start_detached(func: Callable[..., Awaitable[None]], *, name: str) -> Detached:
+async def start_detached(
+    func: Callable[..., Awaitable[None]],
+    *,
+    name: str,
+    on_crash: Callable[[Exception], None] | None = None,
+) -> Detached:
     """Run ``func(task_status=handle)`` in a task of its own; return once it has started.
 
     The task runs in a copy of the caller's context. An exception it raises before
-    calling ``task_status.started()`` is raised here; one raised after is logged
-    and kept in `Detached.error`.
+    calling ``task_status.started()`` is raised here; one raised after is logged,
+    kept in `Detached.error` and handed to *on_crash*.
     """
     handle = Detached(name)
 
@@ -89,6 +94,8 @@ async def start_detached(func: Callable[..., Awaitable[None]], *, name: str) -> 
             if handle._started.is_set():
                 handle.error = exc
                 logger.exception("%s crashed", name)
+                if on_crash is not None:
+                    on_crash(exc)
             else:
                 early.append(exc)
         finally:

@@ -408,7 +408,9 @@ class WorkerPool:
         try:
             # Detached: shutdown must be able to return without a consumer whose
             # work ignores cancellation, and a task group would wait for it.
-            self._runner = await start_detached(self._run, name=f"workpool {id(self):#x}")
+            self._runner = await start_detached(
+                self._run, name=f"workpool {id(self):#x}", on_crash=self._crashed
+            )
         except BaseException as exc:
             self._running = False
             await task_group.__aexit__(type(exc), exc, exc.__traceback__)
@@ -452,9 +454,18 @@ class WorkerPool:
             if not runner.done:
                 return  # the drain logged the stuck items; the task ends when they do
         self._runner = None
-        if runner.error is not None:
-            error, runner.error = runner.error, None
+
+    def _crashed(self, error: Exception) -> None:
+        """The consumers' task died of a bug (never of a work item): fail the body of
+        ``async with pool`` at once, as a failing task of its task group would."""
+        task_group = self._task_group
+        if task_group is None:
+            return  # already left; the crash was logged
+
+        async def fail() -> None:
             raise error
+
+        task_group.start_soon(fail)
 
     async def _run(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
