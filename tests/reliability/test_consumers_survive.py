@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 import anyio
 import pytest
 
-from workpool import ItemState, Scope, StopToken, WorkerPool, WorkItem
+from workpool import BackgroundWorker, ItemState, Scope, StopToken, WorkerPool, WorkItem
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+
+    from workpool import Channel
 
 pytestmark = pytest.mark.anyio
 
@@ -82,3 +84,45 @@ async def test_an_outer_cancellation_still_drains(
     assert report is not None
     assert report.clean
     assert_accounted(pool)
+
+
+class _BrokenChannel:
+    """A channel with a bug: taking an item raises."""
+
+    def __init__(self) -> None:
+        self._inner = BackgroundWorker()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def dequeue_nowait(self) -> WorkItem:
+        raise RuntimeError("channel bug")
+
+    async def dequeue(self) -> WorkItem:
+        raise RuntimeError("channel bug")
+
+
+async def test_a_bug_in_the_pools_own_machinery_fails_the_body_at_once() -> None:
+    """A crash that is not a work item's (here, a broken channel) is not swallowed: it
+    cancels the body of 'async with pool' and is raised from it."""
+    pool = WorkerPool(consumers=2, worker=cast("Channel", _BrokenChannel()))
+    body_cancelled = False
+    with anyio.fail_after(20), pytest.raises(ExceptionGroup) as raised:  # noqa: PT012
+        async with pool:
+            await pool.enqueue(noop)
+            try:
+                await anyio.sleep(10)
+            except anyio.get_cancelled_exc_class():
+                body_cancelled = True
+                raise
+    assert body_cancelled
+    errors = raised.value.split(RuntimeError)[0]
+    assert errors is not None
+    assert {str(error) for error in _leaves(errors)} == {"channel bug"}
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    out: list[BaseException] = []
+    for error in group.exceptions:
+        out.extend(_leaves(error) if isinstance(error, BaseExceptionGroup) else [error])
+    return out
