@@ -75,29 +75,35 @@ async def start_detached(
     func: Callable[..., Awaitable[None]],
     *,
     name: str,
-    on_crash: Callable[[Exception], None] | None = None,
+    on_crash: Callable[[BaseException], None] | None = None,
 ) -> Detached:
     """Run ``func(task_status=handle)`` in a task of its own; return once it has started.
 
     The task runs in a copy of the caller's context. An exception it raises before
     calling ``task_status.started()`` is raised here; one raised after is logged,
-    kept in `Detached.error` and handed to *on_crash*.
+    kept in `Detached.error` and handed to *on_crash*. So is a ``KeyboardInterrupt``
+    or ``SystemExit`` when *on_crash* is given (a trio system task must not raise
+    one); cancellation always propagates.
     """
     handle = Detached(name)
 
-    early: list[Exception] = []
+    early: list[BaseException] = []
 
     async def run() -> None:
         try:
             await func(task_status=handle)
-        except Exception as exc:
-            if handle._started.is_set():
+        except BaseException as exc:
+            if isinstance(exc, anyio.get_cancelled_exc_class()):
+                raise
+            if not handle._started.is_set():
+                early.append(exc)
+            elif on_crash is not None or isinstance(exc, Exception):
                 handle.error = exc
-                logger.exception("%s crashed", name)
+                logger.error("%s crashed: %s: %s", name, type(exc).__name__, exc, exc_info=exc)
                 if on_crash is not None:
                     on_crash(exc)
             else:
-                early.append(exc)
+                raise
         finally:
             _running.discard(handle)
             handle._done.set()

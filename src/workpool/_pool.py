@@ -455,7 +455,7 @@ class WorkerPool:
                 return  # the drain logged the stuck items; the task ends when they do
         self._runner = None
 
-    def _crashed(self, error: Exception) -> None:
+    def _crashed(self, error: BaseException) -> None:
         """The consumers' task died of a bug (never of a work item): fail the body of
         ``async with pool`` at once, as a failing task of its task group would."""
         task_group = self._task_group
