@@ -126,3 +126,20 @@ def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
     for error in group.exceptions:
         out.extend(_leaves(error) if isinstance(error, BaseExceptionGroup) else [error])
     return out
+
+
+@pytest.mark.parametrize("anyio_backend", ["trio"])  # asyncio lets it escape the loop itself
+async def test_system_exit_from_work_propagates_out_of_the_pool() -> None:
+    """A work item calling sys.exit() is not swallowed: SystemExit leaves 'async with pool'
+    (not a TrioInternalError from the consumers' detached task)."""
+
+    async def exits(scope: Scope, stopping: StopToken) -> None:
+        raise SystemExit(3)
+
+    with anyio.fail_after(10), pytest.raises(BaseExceptionGroup) as raised:  # noqa: PT012
+        async with WorkerPool(consumers=1) as pool:
+            await pool.enqueue(exits)
+            await anyio.sleep(10)
+    exits_ = raised.value.split(SystemExit)[0]
+    assert exits_ is not None
+    assert [error.args for error in _leaves(exits_)] == [(3,)]
