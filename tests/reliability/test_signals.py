@@ -25,8 +25,7 @@ pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 SCRIPT = """
 import sys
 import anyio
-from workpool import PoolClosedError, WorkerPool
-from workpool._runner import run_until_signalled
+from workpool import PoolClosedError, WorkerPool, run_until_signalled
 
 mode, backend = sys.argv[1], sys.argv[2]
 
