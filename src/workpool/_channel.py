@@ -297,12 +297,18 @@ class BackgroundWorker:
             PoolClosedError: the channel is closed.
             QueueFullError: the channel is full and the mode says not to wait.
         """
-        item = WorkItem(work, parent_session, retry=retry, timeout=timeout, name=name)
+        # Keyword arguments cost a Python call about 150 ns: leave them out when unset.
+        item = (
+            WorkItem(work, parent_session)
+            if retry is None and timeout is None and name is None
+            else WorkItem(work, parent_session, retry=retry, timeout=timeout, name=name)
+        )
         if self._closed:
             raise self._closed_error()
         if len(self._items) >= self._capacity:
             if self._full_mode is FullMode.WAIT:
                 await self._wait_for_room()
+                item.enqueued_at = time.monotonic()  # accepted only now
             else:
                 await anyio.lowlevel.checkpoint_if_cancelled()
                 dropped = self._make_room(item)
@@ -313,8 +319,9 @@ class BackgroundWorker:
                 if dropped is not None:
                     await self._report_drop_async(dropped)
                 return item
-        else:
-            await anyio.lowlevel.checkpoint_if_cancelled()
+        # With room, an enqueue neither waits nor checks for cancellation (like
+        # asyncio.Queue.put): the item is accepted at once. Checking costs about
+        # 1 us on asyncio, more than the rest of the enqueue.
         self._accept(item)
         return item
 
@@ -334,7 +341,12 @@ class BackgroundWorker:
             PoolClosedError: the channel is closed.
             QueueFullError: the channel is full in ``WAIT`` or ``REJECT`` mode.
         """
-        item = WorkItem(work, parent_session, retry=retry, timeout=timeout, name=name)
+        # Keyword arguments cost a Python call about 150 ns: leave them out when unset.
+        item = (
+            WorkItem(work, parent_session)
+            if retry is None and timeout is None and name is None
+            else WorkItem(work, parent_session, retry=retry, timeout=timeout, name=name)
+        )
         if self._closed:
             raise self._closed_error()
         if len(self._items) >= self._capacity:
@@ -356,7 +368,6 @@ class BackgroundWorker:
     def _accept(self, item: WorkItem) -> None:
         if item.parent_session is not None:
             hold_parent(item)
-        item.enqueued_at = time.monotonic()
         self._items.append(item)
         self._enqueued += 1
         self._unfinished += 1
@@ -365,30 +376,38 @@ class BackgroundWorker:
 
     async def _wait_for_room(self) -> None:
         timeout = self._enqueue_timeout
-        try:
-            with anyio.fail_after(timeout):
-                while len(self._items) >= self._capacity:
-                    if self._closed:
-                        raise self._closed_error()
-                    event = anyio.Event()
-                    self._putters.append(event)
-                    try:
-                        await event.wait()
-                    except BaseException:
-                        if not event.is_set():
-                            _forget(self._putters, event)
-                        elif len(self._items) < self._capacity:
-                            # Woken and cancelled at once: pass the room on.
-                            _wake_first(self._putters)
-                        raise
-        except TimeoutError:
-            self._rejected += 1
-            raise QueueFullError(
-                f"the channel stayed full ({self._capacity} items) for the enqueue_timeout "
-                f"of {timeout} s; the consumers are not keeping up"
-            ) from None
+        if timeout is None:
+            # No cancel scope to enter (about 6 us) for a wait without a deadline: a
+            # producer that outpaces its consumers comes here every few dozen items.
+            await self._until_room()
+        else:
+            try:
+                with anyio.fail_after(timeout):
+                    await self._until_room()
+            except TimeoutError:
+                self._rejected += 1
+                raise QueueFullError(
+                    f"the channel stayed full ({self._capacity} items) for the enqueue_timeout "
+                    f"of {timeout} s; the consumers are not keeping up"
+                ) from None
         if self._closed:
             raise self._closed_error()
+
+    async def _until_room(self) -> None:
+        while len(self._items) >= self._capacity:
+            if self._closed:
+                raise self._closed_error()
+            event = anyio.Event()
+            self._putters.append(event)
+            try:
+                await event.wait()
+            except BaseException:
+                if not event.is_set():
+                    _forget(self._putters, event)
+                elif len(self._items) < self._capacity:
+                    # Woken and cancelled at once: pass the room on.
+                    _wake_first(self._putters)
+                raise
 
     def _make_room(self, item: WorkItem) -> WorkItem | None:
         """Apply a non-waiting full mode; return the dropped item, if any."""
@@ -461,15 +480,18 @@ class BackgroundWorker:
         Raises:
             PoolClosedError: the channel is closed and empty.
         """
-        await anyio.lowlevel.checkpoint_if_cancelled()
-        while True:
+        if self._items or self._closed:
+            # Nothing to wait for, but a checkpoint all the same; the item is taken
+            # only where cancellation can no longer lose it.
+            await anyio.lowlevel.checkpoint_if_cancelled()
             try:
                 item = self.dequeue_nowait()
             except anyio.WouldBlock:
-                pass
+                pass  # another consumer took it while this one was at the checkpoint
             else:
                 await anyio.lowlevel.cancel_shielded_checkpoint()
                 return item
+        while True:
             event = anyio.Event()
             self._getters.append(event)
             try:
@@ -481,6 +503,12 @@ class BackgroundWorker:
                     # Woken and cancelled at once: let another getter take the item.
                     _wake_first(self._getters)
                 raise
+            # Woken: this call has yielded already, so the item is taken at once
+            # (or the wait goes on, when another consumer was quicker).
+            try:
+                return self.dequeue_nowait()
+            except anyio.WouldBlock:
+                pass
 
     def task_done(self, item: WorkItem) -> None:
         """Mark an item taken with `dequeue` as finished, whatever its outcome."""

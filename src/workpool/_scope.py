@@ -226,7 +226,8 @@ class Scope:
     def _close_sync(self) -> None:
         """Close a scope that never made a container: nothing to await."""
         self._closed = True
-        self._detach()
+        if self._attached:
+            self._detach()
 
     def _detach(self) -> None:
         if self._attached:

@@ -32,39 +32,63 @@ class TimingSummary:
 
 @final
 class Timings:
-    """Records durations cheaply: a ring of recent samples plus running totals."""
+    """Records durations cheaply: one append per sample, totals folded in batches.
 
-    __slots__ = ("_next", "_ring", "_size", "count", "max", "total")
+    Samples go to a buffer; each time it holds *size* of them, they are folded into
+    the running count, total and maximum (``sum`` and ``max`` run in C) and kept as
+    the previous window for the percentiles. Two samples per item are recorded on
+    the pool's hot path, so ``add`` does as little as it can.
+    """
+
+    __slots__ = ("_count", "_max", "_pending", "_recent", "_size", "_total")
 
     def __init__(self, size: int = 10_000) -> None:
-        self._ring = array("d")
         self._size = size
-        self._next = 0
-        self.count = 0
-        self.total = 0.0
-        self.max = 0.0
+        self._pending = array("d")
+        self._recent = array("d")
+        self._count = 0
+        self._total = 0.0
+        self._max = 0.0
 
     def add(self, seconds: float) -> None:
         """Record one duration."""
-        self.count += 1
-        self.total += seconds
-        if seconds > self.max:
-            self.max = seconds
-        ring = self._ring
-        if len(ring) < self._size:
-            ring.append(seconds)
-        else:
-            ring[self._next] = seconds
-            self._next = (self._next + 1) % self._size
+        pending = self._pending
+        pending.append(seconds)
+        if len(pending) >= self._size:
+            self._fold()
+
+    def _fold(self) -> None:
+        pending = self._pending
+        self._count += len(pending)
+        self._total += sum(pending)
+        self._max = max(self._max, max(pending))
+        self._recent, self._pending = pending, array("d")
+
+    @property
+    def count(self) -> int:
+        """How many durations were recorded."""
+        return self._count + len(self._pending)
+
+    @property
+    def total(self) -> float:
+        """The sum of every duration recorded."""
+        return self._total + sum(self._pending)
+
+    @property
+    def max(self) -> float:
+        """The longest duration recorded."""
+        pending = self._pending
+        return max(self._max, max(pending)) if pending else self._max
 
     def summary(self) -> TimingSummary:
         """A `TimingSummary` of what was recorded."""
-        if not self.count:
+        count = self.count
+        if not count:
             return TimingSummary()
-        ordered = sorted(self._ring)
+        ordered = sorted((self._recent + self._pending)[-self._size :])
         return TimingSummary(
-            count=self.count,
-            mean=self.total / self.count,
+            count=count,
+            mean=self.total / count,
             p50=_percentile(ordered, 0.50),
             p95=_percentile(ordered, 0.95),
             p99=_percentile(ordered, 0.99),
