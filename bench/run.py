@@ -13,6 +13,7 @@ medians and the ratio to each peer, plus a PNG of throughput against consumers.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import importlib.metadata
 import json
@@ -56,6 +57,11 @@ TARGET_BYTES = 300.0
 # -- running ---------------------------------------------------------------------------
 
 
+#: the 1-minute load average before and after the run (other work on the machine
+#: skews the ratios: they are only as good as the machine was quiet)
+LOAD: dict[str, float] = {}
+
+
 def run_suites(json_path: Path, pytest_args: list[str]) -> int:
     command = [
         sys.executable,
@@ -70,7 +76,12 @@ def run_suites(json_path: Path, pytest_args: list[str]) -> int:
         *pytest_args,
     ]
     print("$", " ".join(command), flush=True)
-    return subprocess.call(command, cwd=ROOT)
+    with contextlib.suppress(OSError):
+        LOAD["before"] = os.getloadavg()[0]
+    status = subprocess.call(command, cwd=ROOT)
+    with contextlib.suppress(OSError):
+        LOAD["after"] = os.getloadavg()[0]
+    return status
 
 
 # -- machine ---------------------------------------------------------------------------
@@ -117,6 +128,13 @@ def _git_commit() -> str:
     return f"{commit}{' (src modified)' if dirty else ''}"
 
 
+def _commit(data: dict[str, Any]) -> str:
+    info = data.get("commit_info") or {}
+    if not info.get("id"):
+        return _git_commit()
+    return f"{info['id'][:7]}{' (with uncommitted changes)' if info.get('dirty') else ''}"
+
+
 def _version(name: str) -> str:
     try:
         return importlib.metadata.version(name)
@@ -130,15 +148,20 @@ def machine_section(data: dict[str, Any]) -> list[str]:
     lines = [
         "## Machine and versions",
         "",
-        f"- run: {started[:19].replace('T', ' ')} UTC, workpool commit {_git_commit()}",
+        f"- run: {started[:19].replace('T', ' ')} UTC, workpool commit {_commit(data)}",
         f"- CPU: {_cpu_model()}, {os.cpu_count()} cores; memory {_memory()}",
         f"- OS: {platform.platform()}",
         f"- Python: {info.get('python_implementation', platform.python_implementation())} "
         f"{info.get('python_version', platform.python_version())} "
         f"({info.get('python_build', ['', ''])[1] if info.get('python_build') else ''})",
         "- libraries: " + ", ".join(f"{name} {_version(name)}" for name in LIBRARIES),
-        "",
     ]
+    if LOAD:
+        lines.append(
+            "- load average (1 min) before and after the run: "
+            + ", ".join(f"{LOAD[k]:.2f}" for k in ("before", "after") if k in LOAD)
+        )
+    lines.append("")
     return lines
 
 
@@ -443,7 +466,7 @@ def targets_section(groups: dict[str, list[Row]]) -> tuple[list[str], list[str]]
         )
     parts = []
     if retry:
-        parts.append(f"a retry policy costs {100 * (retry - 1):+.0f}% on the success path")
+        parts.append(f"a retry policy on the success path takes {retry:.2f}x the time without one")
     if io:
         parts.append(f"200 I/O-bound consumers run within {io:.2f}x of bare anyio tasks")
     if trio_ratio:
