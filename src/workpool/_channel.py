@@ -16,15 +16,14 @@ from typing import TYPE_CHECKING, Protocol, final, runtime_checkable
 import anyio
 import anyio.lowlevel
 
+from ._checks import check_count, check_timeout
 from ._exceptions import PoolClosedError, QueueFullError
-from ._hooks import Hook, call_hook, call_hook_sync
-from ._item import ItemState, Work, WorkItem, check_timeout
+from ._hooks import Hook, Spawn, call_hook, call_hook_sync
+from ._item import ItemState, Work, WorkItem
 from ._log import logger
 from ._session import hold_parent, release_parent, release_parent_nowait
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
-
     from ._retry import RetryPolicy
     from ._session import Session
 
@@ -193,11 +192,7 @@ class BackgroundWorker:
         enqueue_timeout: float | None = None,
         on_drop: Hook | None = None,
     ) -> None:
-        if isinstance(capacity, bool) or not isinstance(capacity, int):
-            raise TypeError(f"capacity must be an int, got {capacity!r}")
-        if capacity < 1:
-            raise ValueError(f"capacity must be at least 1, got {capacity}")
-        self._capacity = capacity
+        self._capacity = check_count(capacity, "capacity")
         self._full_mode = parse_full_mode(full_mode)
         self._enqueue_timeout = check_timeout(enqueue_timeout, "enqueue_timeout")
         self._drop_hooks: list[Hook] = [on_drop] if on_drop is not None else []
@@ -210,7 +205,7 @@ class BackgroundWorker:
         self._enqueued = 0
         self._dropped = 0
         self._rejected = 0
-        self._spawn: Callable[[Callable[[], Awaitable[None]]], None] | None = None
+        self._spawn: Spawn | None = None
 
     # -- introspection -------------------------------------------------------------
 
@@ -556,7 +551,7 @@ class BackgroundWorker:
         _wake_all(self._putters)
         return items
 
-    def _set_spawner(self, spawn: Callable[[Callable[[], Awaitable[None]]], None] | None) -> None:
+    def _set_spawner(self, spawn: Spawn | None) -> None:
         self._spawn = spawn
 
     def _add_drop_hook(self, hook: Hook) -> None:

@@ -8,9 +8,25 @@ from typing import Any
 
 from ._log import logger
 
-__all__ = ["Hook", "call_hook", "call_hook_sync"]
+__all__ = ["Hook", "Spawn", "call_hook", "call_hook_sync", "try_spawn"]
 
 Hook = Callable[..., Any]
+#: Runs a coroutine function soon in the pool's task group (the channel's way to
+#: get async work done from sync code).
+Spawn = Callable[[Callable[[], Awaitable[None]]], None]
+
+
+def try_spawn(spawn: Spawn | None, func: Callable[[], Awaitable[None]], what: str) -> bool:
+    """Hand *func* to *spawn*; False when there is nobody to run it (no running
+    pool, or its task group is closing)."""
+    if spawn is None:
+        return False
+    try:
+        spawn(func)
+    except Exception:
+        logger.debug("could not schedule %s", what, exc_info=True)
+        return False
+    return True
 
 
 async def call_hook(hook: Hook | None, what: str, *args: Any) -> None:
@@ -29,7 +45,7 @@ def call_hook_sync(
     hook: Hook | None,
     what: str,
     *args: Any,
-    spawn: Callable[[Callable[[], Awaitable[None]]], None] | None = None,
+    spawn: Spawn | None = None,
 ) -> None:
     """Call *hook* from synchronous code.
 
@@ -53,12 +69,8 @@ def call_hook_sync(
         except Exception:
             logger.exception("%s hook %r raised; ignored", what, hook)
 
-    if spawn is not None:
-        try:
-            spawn(run)
-            return
-        except Exception:  # the pool's task group is closing
-            logger.debug("could not schedule async %s hook", what, exc_info=True)
+    if try_spawn(spawn, run, f"async {what} hook"):
+        return
     close = getattr(awaitable, "close", None)
     if close is not None:
         close()

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import enum
 import inspect
-import math
 import os
 import time
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any, Final, TypeAlias, final
 from uuid import UUID, SafeUUID
+
+from ._checks import check_timeout
 
 if TYPE_CHECKING:
     from ._retry import RetryPolicy
@@ -120,17 +121,6 @@ def check_work(work: object) -> None:
     raise TypeError(
         f"enqueue() needs a callable taking (scope, stopping), got {type(work).__name__!r}"
     )
-
-
-def check_timeout(timeout: float | None, argument: str = "timeout") -> float | None:
-    """Validate a timeout in seconds: ``None`` or a positive, finite number."""
-    if timeout is None:
-        return None
-    if isinstance(timeout, bool) or not isinstance(timeout, int | float):
-        raise TypeError(f"{argument} must be a number of seconds or None, got {timeout!r}")
-    if not (timeout > 0 and math.isfinite(timeout)):
-        raise ValueError(f"{argument} must be a positive number of seconds, got {timeout!r}")
-    return float(timeout)
 
 
 def work_name(work: Callable[..., Any]) -> str:

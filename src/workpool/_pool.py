@@ -6,6 +6,7 @@ import asyncio
 import inspect
 import threading
 import time
+from contextlib import contextmanager
 from contextvars import Context, copy_context
 from functools import partial
 from typing import TYPE_CHECKING, Any, Final, Self, final
@@ -17,11 +18,12 @@ import anyio.to_thread
 import svcs
 
 from ._channel import BackgroundWorker, Channel, FullMode
+from ._checks import check_count, check_non_negative_seconds, check_timeout
 from ._context import _current_scope, run_in_context
 from ._detached import Detached, start_detached
 from ._exceptions import PoolClosedError
 from ._hooks import Hook, call_hook
-from ._item import ItemState, Work, WorkItem, check_timeout, check_work, retry_of
+from ._item import ItemState, Work, WorkItem, check_work, retry_of
 from ._log import logger
 from ._retry import RetryPolicy, RetryRun
 from ._scope import ItemSession, Scope, ScopeFactory, svcs_scope_factory
@@ -31,7 +33,7 @@ from ._stop import StopToken
 from ._watchdog import LoopWatchdog, loop_poster
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Coroutine
+    from collections.abc import Awaitable, Callable, Coroutine, Iterator
     from types import TracebackType
 
     from ._settings import PoolSettings
@@ -52,22 +54,6 @@ _RUNNING: Final = ItemState.RUNNING
 _SUCCEEDED: Final = ItemState.SUCCEEDED
 _FAILED: Final = ItemState.FAILED
 _CANCELLED: Final = ItemState.CANCELLED
-
-
-def _check_count(value: int, argument: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{argument} must be an int, got {value!r}")
-    if value < 1:
-        raise ValueError(f"{argument} must be at least 1, got {value}")
-    return value
-
-
-def _check_deadline(value: float, argument: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{argument} must be a number of seconds, got {value!r}")
-    if not value >= 0:  # also rejects NaN
-        raise ValueError(f"{argument} must be zero or more seconds, got {value!r}")
-    return float(value)
 
 
 @final
@@ -135,10 +121,10 @@ class WorkerPool:
         cleanup_grace: float = 1.0,
         blocked_loop_threshold: float | None = 1.0,
     ) -> None:
-        self._consumers = _check_count(consumers, "consumers")
-        self._shutdown_deadline = _check_deadline(shutdown_deadline, "shutdown_deadline")
+        self._consumers = check_count(consumers, "consumers")
+        self._shutdown_deadline = check_non_negative_seconds(shutdown_deadline, "shutdown_deadline")
         self._task_timeout = check_timeout(task_timeout, "task_timeout")
-        self._thread_limit = _check_count(thread_limit, "thread_limit")
+        self._thread_limit = check_count(thread_limit, "thread_limit")
         if default_retry is not None and not isinstance(default_retry, RetryPolicy):
             raise TypeError(f"default_retry must be a RetryPolicy or None, got {default_retry!r}")
         self._default_retry = default_retry
@@ -158,7 +144,7 @@ class WorkerPool:
             raise TypeError(f"session_manager must be a SessionManager, got {session_manager!r}")
         self._sessions = session_manager if session_manager is not None else SessionManager()
         self._cleanup_interval = check_timeout(cleanup_interval, "cleanup_interval") or 60.0
-        self._cleanup_grace = _check_deadline(cleanup_grace, "cleanup_grace")
+        self._cleanup_grace = check_non_negative_seconds(cleanup_grace, "cleanup_grace")
         self._blocked_loop_threshold = check_timeout(
             blocked_loop_threshold, "blocked_loop_threshold"
         )
@@ -511,16 +497,11 @@ class WorkerPool:
     async def _sweep(self) -> None:
         while True:
             await anyio.sleep(self._cleanup_interval)
-            shield = self._shield()
-            self._cleanup_scopes.add(shield)
-            try:
-                with shield:
-                    try:
-                        await self._sessions.sweep_expired()
-                    except Exception:
-                        logger.exception("sweeping expired sessions failed")
-            finally:
-                self._cleanup_scopes.discard(shield)
+            with self._cleanup_shield() as shield:
+                try:
+                    await self._sessions.sweep_expired()
+                except Exception:
+                    logger.exception("sweeping expired sessions failed")
             if shield.cancelled_caught:
                 logger.error(
                     "sweeping expired sessions was cut off %.1f s after the consumers stopped "
@@ -794,29 +775,32 @@ class WorkerPool:
             finally:
                 del error  # this frame is in the traceback: hold nothing of it
 
-    def _shield(self) -> anyio.CancelScope:
-        """A shield for cleanup; past the shutdown deadline, it gives up after the grace."""
-        scope = anyio.CancelScope(shield=True)
+    @contextmanager
+    def _cleanup_shield(self) -> Iterator[anyio.CancelScope]:
+        """Shield a cleanup from cancellation, but not past the shutdown deadline: the
+        shield is registered so that `_cut_off_cleanups` can give it the grace, no more.
+        ``cancelled_caught`` on the yielded scope tells that it was cut off."""
+        shield = anyio.CancelScope(shield=True)
         if self._cut_off_at is not None:
-            scope.deadline = self._cut_off_at + self._cleanup_grace
-        return scope
-
-    async def _close_scope(self, scope: Scope) -> None:
-        shield = self._shield()
+            shield.deadline = self._cut_off_at + self._cleanup_grace
         self._cleanup_scopes.add(shield)
         try:
             with shield:
-                try:
-                    await scope.aclose()
-                except Exception:
-                    logger.exception(
-                        "cleanup of the scope of %s (attempt %d) failed",
-                        scope.item.name,
-                        scope.attempt,
-                        extra=_ids(scope),
-                    )
+                yield shield
         finally:
             self._cleanup_scopes.discard(shield)
+
+    async def _close_scope(self, scope: Scope) -> None:
+        with self._cleanup_shield() as shield:
+            try:
+                await scope.aclose()
+            except Exception:
+                logger.exception(
+                    "cleanup of the scope of %s (attempt %d) failed",
+                    scope.item.name,
+                    scope.attempt,
+                    extra=_ids(scope),
+                )
         if shield.cancelled_caught:
             logger.error(
                 "cleanup of the scope of %s was cut off %.1f s after the shutdown deadline",
@@ -829,21 +813,16 @@ class WorkerPool:
         session = slot.session
         if session is None:
             return
-        shield = self._shield()
-        self._cleanup_scopes.add(shield)
-        try:
-            with shield:
-                try:
-                    await slot.manager.release(session, slot.item.id)
-                except Exception:
-                    logger.exception(
-                        "releasing session %s of %s failed",
-                        session.id,
-                        slot.item.name,
-                        extra={"work_name": slot.item.name, "session_id": session.id},
-                    )
-        finally:
-            self._cleanup_scopes.discard(shield)
+        with self._cleanup_shield():
+            try:
+                await slot.manager.release(session, slot.item.id)
+            except Exception:
+                logger.exception(
+                    "releasing session %s of %s failed",
+                    session.id,
+                    slot.item.name,
+                    extra={"work_name": slot.item.name, "session_id": session.id},
+                )
 
     def _log_failure(self, item: WorkItem, slot: ItemSession, exc: BaseException) -> None:
         session = slot.session
@@ -888,7 +867,9 @@ class WorkerPool:
         """
         explicit = deadline is not None
         deadline = (
-            self._shutdown_deadline if deadline is None else _check_deadline(deadline, "deadline")
+            self._shutdown_deadline
+            if deadline is None
+            else check_non_negative_seconds(deadline, "deadline")
         )
         if self._report is not None:
             await anyio.lowlevel.checkpoint()

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import math
 import time
 from typing import TYPE_CHECKING, Any, final
 from uuid import UUID
 
-from ._hooks import Hook, call_hook
+from ._checks import check_seconds
+from ._hooks import Hook, Spawn, call_hook, try_spawn
 from ._item import new_uuid4
 from ._log import logger
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Hashable, Iterator
+    from collections.abc import Callable, Hashable, Iterator
 
     from ._item import WorkItem
 
@@ -115,7 +115,7 @@ class SessionManager:
         on_end: Hook | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        _check_duration(default_duration, "default_duration")
+        check_seconds(default_duration, "default_duration")
         self.default_duration = float(default_duration)
         self._on_end: list[Hook] = [on_end] if on_end is not None else []
         self._clock = clock
@@ -146,7 +146,7 @@ class SessionManager:
                 it as soon as its last holder leaves.
         """
         if duration is not None:
-            _check_duration(duration, "duration")
+            check_seconds(duration, "duration")
             duration = float(duration)
         session = Session(self, new_uuid4(), self._clock(), duration, self.default_duration)
         if scope_id is not None:
@@ -227,13 +227,6 @@ class SessionManager:
         return swept
 
 
-def _check_duration(value: float, argument: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{argument} must be a number of seconds, got {value!r}")
-    if not (value > 0 and math.isfinite(value)):
-        raise ValueError(f"{argument} must be a positive number of seconds, got {value!r}")
-
-
 # -- a queued item's hold on its parent session ------------------------------------
 #
 # A request typically enqueues work with its session and then leaves (releasing its
@@ -264,9 +257,7 @@ async def release_parent(item: WorkItem) -> None:
     await session._manager.release(session, item.id)
 
 
-def release_parent_nowait(
-    item: WorkItem, spawn: Callable[[Callable[[], Awaitable[None]]], None] | None
-) -> None:
+def release_parent_nowait(item: WorkItem, spawn: Spawn | None) -> None:
     """`release_parent` from sync code: ending the session (its hooks) runs via *spawn*.
 
     With nothing to run the hooks, the session is left to the sweeper, which ends it
@@ -283,12 +274,8 @@ def release_parent_nowait(
     async def release() -> None:
         await session._manager.release(session, item.id)
 
-    if spawn is not None:
-        try:
-            spawn(release)
-            return
-        except Exception:
-            logger.debug("could not schedule the release of session %s", session.id, exc_info=True)
+    if try_spawn(spawn, release, f"the release of session {session.id}"):
+        return
     logger.info(
         "session %s is left to the sweeper: its last holder was dropped from sync code "
         "with no running pool to end it",
