@@ -117,42 +117,38 @@ class _Instruments:
             unit="s",
             description="Time from the start of the first attempt to the end of the last",
         )
-        meter.create_observable_counter(
-            "workpool.items.enqueued",
-            [self._observe("enqueued")],
-            unit="{item}",
-            description="Items accepted by enqueue",
-        )
-        meter.create_observable_counter(
-            "workpool.items.rejected",
-            [self._observe("rejected")],
-            unit="{item}",
-            description="Enqueues refused with QueueFullError",
-        )
-        meter.create_observable_counter(
-            "workpool.items.abandoned",
-            [self._observe("abandoned")],
-            unit="{item}",
-            description="Queued items taken out unstarted at the shutdown deadline",
-        )
-        meter.create_observable_gauge(
-            "workpool.queue.depth",
-            [self._observe("queued")],
-            unit="{item}",
-            description="Items waiting in the channel",
-        )
-        meter.create_observable_gauge(
-            "workpool.queue.capacity",
-            [self._observe("capacity")],
-            unit="{item}",
-            description="How many items the channel holds",
-        )
-        meter.create_observable_gauge(
-            "workpool.consumers.busy",
-            [self._observe("busy")],
-            unit="{consumer}",
-            description="Consumers running an item",
-        )
+        # Pool-level readings of pool.stats(): (instrument, stats field, unit, description).
+        for name, field, unit, description in (
+            ("workpool.items.enqueued", "enqueued", "{item}", "Items accepted by enqueue"),
+            (
+                "workpool.items.rejected",
+                "rejected",
+                "{item}",
+                "Enqueues refused with QueueFullError",
+            ),
+            (
+                "workpool.items.abandoned",
+                "abandoned",
+                "{item}",
+                "Queued items taken out unstarted at the shutdown deadline",
+            ),
+        ):
+            meter.create_observable_counter(
+                name, [self._observe(field)], unit=unit, description=description
+            )
+        for name, field, unit, description in (
+            ("workpool.queue.depth", "queued", "{item}", "Items waiting in the channel"),
+            (
+                "workpool.queue.capacity",
+                "capacity",
+                "{item}",
+                "How many items the channel holds",
+            ),
+            ("workpool.consumers.busy", "busy", "{consumer}", "Consumers running an item"),
+        ):
+            meter.create_observable_gauge(
+                name, [self._observe(field)], unit=unit, description=description
+            )
 
     def _observe(self, field: str) -> Any:
         def callback(options: CallbackOptions) -> Iterable[Observation]:
