@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import logging
 import math
-import weakref
 from collections.abc import Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Final, final
@@ -46,7 +45,7 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra
         "pip install 'workpool[starlette]'"
     ) from exc
 
-from .. import ItemState, PoolSettings, Session, WorkerPool, WorkItem
+from .. import PoolSettings, Session, WorkerPool, WorkItem
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -378,36 +377,6 @@ def get_scope_id(request: Request) -> UUID:
     return scope_id
 
 
-# Pools whose channel releases the session holds of dropped items (see _hold).
-_releasing_drops: weakref.WeakSet[WorkerPool] = weakref.WeakSet()
-
-
-def _hold(pool: WorkerPool, session: Session, item: WorkItem) -> None:
-    """Make the queued *item* a holder of *session* until it has run.
-
-    The item joins its parent session only when a consumer starts it; a request
-    that responds before then would otherwise end the session under it. The hold
-    uses the item's own id, the one it joins and releases with, so the item's
-    release at the end of its run also ends the hold. A dropped item never runs:
-    the channel's drop hook releases it.
-    """
-    if item.state is not ItemState.QUEUED or session.ended:
-        return
-    pool.session_manager.add_scope(session, item.id)
-    if pool not in _releasing_drops:
-        add_drop_hook = getattr(pool.worker, "_add_drop_hook", None)
-        if add_drop_hook is not None:
-            manager = pool.session_manager
-
-            async def release_dropped(dropped: WorkItem) -> None:
-                parent = dropped.parent_session
-                if parent is not None and dropped.id in parent.scopes:
-                    await manager.release(parent, dropped.id)
-
-            add_drop_hook(release_dropped)
-        _releasing_drops.add(pool)
-
-
 @final
 class RequestEnqueuer:
     """Queues background work in one request's session (see `get_enqueuer`).
@@ -435,12 +404,11 @@ class RequestEnqueuer:
     ) -> WorkItem:
         """Queue *work* with the request's session as its parent; see `WorkerPool.enqueue`.
 
-        The item holds the session from now until it has run, so the session
-        outlives the response when the work runs later.
+        The channel makes the item a holder of the session from now until it has
+        run (or is dropped), so the session outlives the response when the work
+        runs later.
         """
-        item = await self.pool.enqueue(work, self.session, retry=retry, timeout=timeout, name=name)
-        _hold(self.pool, self.session, item)
-        return item
+        return await self.pool.enqueue(work, self.session, retry=retry, timeout=timeout, name=name)
 
     def nowait(
         self,
@@ -451,9 +419,7 @@ class RequestEnqueuer:
         name: str | None = None,
     ) -> WorkItem:
         """As calling the enqueuer, but never waits (`WorkerPool.enqueue_nowait`)."""
-        item = self.pool.enqueue_nowait(work, self.session, retry=retry, timeout=timeout, name=name)
-        _hold(self.pool, self.session, item)
-        return item
+        return self.pool.enqueue_nowait(work, self.session, retry=retry, timeout=timeout, name=name)
 
     def __repr__(self) -> str:
         return f"<RequestEnqueuer session={self.session.id}>"
