@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import math
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Protocol, final, runtime_checkable
+from typing import TYPE_CHECKING, Any, final
 
 import anyio
 import anyio.lowlevel
@@ -21,13 +22,16 @@ from ._exceptions import PoolClosedError, QueueFullError
 from ._hooks import Hook, Spawn, call_hook, call_hook_sync
 from ._item import ItemState, Work, WorkItem
 from ._log import logger
+from ._seam import Channel, Settle
 from ._session import hold_parent, release_parent, release_parent_nowait
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from ._retry import RetryPolicy
     from ._session import Session
 
-__all__ = ["BackgroundWorker", "Channel", "FullMode", "parse_full_mode"]
+__all__ = ["BackgroundWorker", "Channel", "FullMode", "Settle", "parse_full_mode"]
 
 
 class FullMode(enum.StrEnum):
@@ -64,67 +68,6 @@ def parse_full_mode(value: FullMode | str, argument: str = "full_mode") -> FullM
     except ValueError:
         choices = ", ".join(repr(m.value) for m in FullMode)
         raise ValueError(f"{argument} must be one of {choices}, got {value!r}") from None
-
-
-@runtime_checkable
-class Channel(Protocol):
-    """What a `WorkerPool` needs from a channel.
-
-    Producers call ``enqueue``/``enqueue_nowait``; consumers call ``dequeue_nowait``
-    (raising ``anyio.WouldBlock`` when nothing is ready), ``dequeue``, and
-    ``task_done`` once per item they took, whatever became of it (a durable channel
-    acknowledges there). ``close`` stops intake; ``take_all`` removes what is still
-    queued at the shutdown deadline. Counters are lifetime totals.
-    """
-
-    @property
-    def capacity(self) -> int: ...
-
-    @property
-    def closed(self) -> bool: ...
-
-    @property
-    def enqueued_total(self) -> int: ...
-
-    @property
-    def dropped_total(self) -> int: ...
-
-    @property
-    def rejected_total(self) -> int: ...
-
-    def qsize(self) -> int: ...
-
-    async def enqueue(
-        self,
-        work: Work,
-        parent_session: Session | None = None,
-        *,
-        retry: RetryPolicy | None = None,
-        timeout: float | None = None,
-        name: str | None = None,
-    ) -> WorkItem: ...
-
-    def enqueue_nowait(
-        self,
-        work: Work,
-        parent_session: Session | None = None,
-        *,
-        retry: RetryPolicy | None = None,
-        timeout: float | None = None,
-        name: str | None = None,
-    ) -> WorkItem: ...
-
-    async def dequeue(self) -> WorkItem: ...
-
-    def dequeue_nowait(self) -> WorkItem: ...
-
-    def task_done(self, item: WorkItem) -> None: ...
-
-    async def join(self) -> None: ...
-
-    def close(self) -> None: ...
-
-    def take_all(self) -> list[WorkItem]: ...
 
 
 def _wake_first(waiters: deque[anyio.Event]) -> None:
@@ -183,6 +126,12 @@ class BackgroundWorker:
         "_spawn",
         "_unfinished",
     )
+
+    # Class attributes (not slots): the same for every in-memory channel.
+    durable: bool = False
+    """Items live in this process only."""
+    max_local_backoff: float = math.inf
+    """Every retry wait is slept in the consumer."""
 
     def __init__(
         self,
@@ -272,6 +221,8 @@ class BackgroundWorker:
         retry: RetryPolicy | None = None,
         timeout: float | None = None,
         name: str | None = None,
+        delay: float | None = None,
+        key: str | None = None,
     ) -> WorkItem:
         """Queue *work* and return its `WorkItem` (the .NET ``QueueBackgroundWorkAsync``).
 
@@ -286,6 +237,8 @@ class BackgroundWorker:
             retry: a `RetryPolicy` for this item, over the function's own.
             timeout: seconds each attempt may run before `TimeoutError`.
             name: a name for logs and metrics (default: the function's).
+            delay: seconds before the item may start (not supported yet in memory).
+            key: at most one unfinished item per key (not supported yet in memory).
 
         Raises:
             TypeError: *work* is not a work function (``None``, a coroutine object...).
@@ -293,11 +246,10 @@ class BackgroundWorker:
             QueueFullError: the channel is full and the mode says not to wait.
         """
         # Keyword arguments cost a Python call about 150 ns: leave them out when unset.
-        item = (
-            WorkItem(work, parent_session)
-            if retry is None and timeout is None and name is None
-            else WorkItem(work, parent_session, retry=retry, timeout=timeout, name=name)
-        )
+        if retry is None and timeout is None and name is None and delay is None and key is None:
+            item = WorkItem(work, parent_session)
+        else:
+            item = self._make_item(work, parent_session, retry, timeout, name, delay, key)
         if self._closed:
             raise self._closed_error()
         if len(self._items) >= self._capacity:
@@ -328,6 +280,8 @@ class BackgroundWorker:
         retry: RetryPolicy | None = None,
         timeout: float | None = None,
         name: str | None = None,
+        delay: float | None = None,
+        key: str | None = None,
     ) -> WorkItem:
         """Queue *work* without waiting; as `enqueue`, but ``WAIT`` mode raises when full.
 
@@ -337,11 +291,10 @@ class BackgroundWorker:
             QueueFullError: the channel is full in ``WAIT`` or ``REJECT`` mode.
         """
         # Keyword arguments cost a Python call about 150 ns: leave them out when unset.
-        item = (
-            WorkItem(work, parent_session)
-            if retry is None and timeout is None and name is None
-            else WorkItem(work, parent_session, retry=retry, timeout=timeout, name=name)
-        )
+        if retry is None and timeout is None and name is None and delay is None and key is None:
+            item = WorkItem(work, parent_session)
+        else:
+            item = self._make_item(work, parent_session, retry, timeout, name, delay, key)
         if self._closed:
             raise self._closed_error()
         if len(self._items) >= self._capacity:
@@ -359,6 +312,21 @@ class BackgroundWorker:
             return item
         self._accept(item)
         return item
+
+    @staticmethod
+    def _make_item(
+        work: Work,
+        parent_session: Session | None,
+        retry: RetryPolicy | None,
+        timeout: float | None,
+        name: str | None,
+        delay: float | None,
+        key: str | None,
+    ) -> WorkItem:
+        if delay is not None or key is not None:
+            # TODO(delay/key): the in-memory channel gets delay= and key= next.
+            raise NotImplementedError("delay= and key= are not supported yet in memory")
+        return WorkItem(work, parent_session, retry=retry, timeout=timeout, name=name)
 
     def _accept(self, item: WorkItem) -> None:
         if item.parent_session is not None:
@@ -512,6 +480,36 @@ class BackgroundWorker:
             self._unfinished = 0
             self._set_idle()
 
+    # The channel seam (`Channel`): in memory, a claim is a dequeue and every
+    # settlement is a task_done.
+    claim = dequeue
+    claim_nowait = dequeue_nowait
+
+    def settle(
+        self,
+        item: WorkItem,
+        outcome: Settle,
+        *,
+        reason: str | None = None,
+        error: BaseException | None = None,
+        delay: float = 0.0,
+    ) -> None:
+        """End a consumer's hold on a claimed item: in memory, `task_done`."""
+        # task_done's body, not a call to it: this runs once per item.
+        self._unfinished -= 1
+        if self._unfinished <= 0:
+            self._unfinished = 0
+            self._set_idle()
+
+    async def open(self, tasks: Mapping[str, Any]) -> None:
+        """Nothing to open in memory."""
+
+    async def run(self) -> None:
+        """No housekeeping in memory: returns at once."""
+
+    async def aclose(self) -> None:
+        """Nothing to release in memory."""
+
     async def join(self) -> None:
         """Wait until every accepted item is finished (queue empty, nothing running)."""
         if self._unfinished == 0:
@@ -554,9 +552,13 @@ class BackgroundWorker:
     def _set_spawner(self, spawn: Spawn | None) -> None:
         self._spawn = spawn
 
-    def _add_drop_hook(self, hook: Hook) -> None:
+    def add_drop_hook(self, hook: Hook) -> None:
+        """Call *hook* with each dropped item too (sync or async; errors are logged)."""
+        if not callable(hook):
+            raise TypeError(f"a drop hook must be callable, got {hook!r}")
         self._drop_hooks.append(hook)
 
-    def _remove_drop_hook(self, hook: Hook) -> None:
+    def remove_drop_hook(self, hook: Hook) -> None:
+        """Stop calling *hook*; no effect if it was not added."""
         if hook in self._drop_hooks:
             self._drop_hooks.remove(hook)

@@ -84,6 +84,10 @@ def _is_async(work: Callable[..., Any]) -> bool:
         if known is None:
             known = _is_async_by_code[code] = inspect.iscoroutinefunction(func)
         return known
+    # A callable object that knows (a TaskCall: its task function's kind).
+    declared = getattr(func, "__workpool_async__", None)
+    if declared is not None:
+        return bool(declared)
     if inspect.iscoroutinefunction(func):
         return True
     call = getattr(func, "__call__", None)  # noqa: B004 - instances with async __call__
@@ -146,7 +150,17 @@ class WorkItem:
         timeout: the per-attempt timeout given to ``enqueue(timeout=...)``, if any.
         enqueued_at: ``time.monotonic()`` when the channel accepted the item.
         state: an `ItemState`.
-        attempts: how many attempts have started.
+        attempts: how many attempts have started (on a durable channel, also those
+            made before a reschedule).
+        deliveries: how many times a channel handed the item to a consumer (1-based;
+            always 1 in memory).
+        receipt: the channel's private handle on a claimed item (``None`` in memory).
+        rejection: ``(reason, exception)`` when a durable channel found at claim that
+            the item must not run (``"unknown_task"``, ``"bad_payload"``,
+            ``"delivery_limit"``); ``None`` otherwise.
+        key: the ``key=`` given at enqueue, if any.
+        not_before: ``time.monotonic()`` before which the item must not start
+            (``delay=``); 0.0 without a delay.
     """
 
     __slots__ = (
@@ -154,9 +168,15 @@ class WorkItem:
         "_is_async",
         "_name",
         "_parent_held",
+        "_parent_session_id",
         "attempts",
+        "deliveries",
         "enqueued_at",
+        "key",
+        "not_before",
         "parent_session",
+        "receipt",
+        "rejection",
         "retry",
         "state",
         "timeout",
@@ -199,6 +219,53 @@ class WorkItem:
         self.enqueued_at = time.monotonic()
         self.state = _QUEUED
         self.attempts = 0
+        self.deliveries = 1
+        self.receipt: object = None
+        self.rejection: tuple[str, Exception] | None = None
+        self.key: str | None = None
+        self.not_before = 0.0
+        self._parent_session_id: UUID | None = None
+
+    @classmethod
+    def restore(
+        cls,
+        work: Work,
+        *,
+        id: UUID,
+        name: str,
+        timeout: float | None,
+        deliveries: int,
+        attempts: int,
+        receipt: object,
+        parent_session_id: UUID | None = None,
+        key: str | None = None,
+        enqueued_at: float | None = None,
+    ) -> WorkItem:
+        """An item a durable channel rebuilt from its store, for a consumer.
+
+        Args:
+            work: the delegate (a ``TaskCall``).
+            id: the message's id.
+            name: the task's name.
+            timeout: the per-attempt timeout (the message's, else the task's).
+            deliveries: how many times the item was claimed, this time included.
+            attempts: attempts made before this delivery.
+            receipt: the channel's handle on the claim.
+            parent_session_id: the id of the session the producer passed, if any.
+            key: the item's ``key=``, if any.
+            enqueued_at: ``time.monotonic()`` reading for the acceptance (default:
+                now), for the queue wait time.
+        """
+        item = cls(work, None, timeout=timeout, name=name)
+        item._id = id
+        item.deliveries = deliveries
+        item.attempts = attempts
+        item.receipt = receipt
+        item._parent_session_id = parent_session_id
+        item.key = key
+        if enqueued_at is not None:
+            item.enqueued_at = enqueued_at
+        return item
 
     @property
     def id(self) -> UUID:
@@ -213,6 +280,15 @@ class WorkItem:
         if self._name is None:
             self._name = work_name(self.work)
         return self._name
+
+    @property
+    def parent_session_id(self) -> UUID | None:
+        """The id of the parent session: the one recorded by a durable channel, else
+        ``parent_session.id``; ``None`` without a parent."""
+        if self._parent_session_id is not None:
+            return self._parent_session_id
+        parent = self.parent_session
+        return parent.id if parent is not None else None
 
     @property
     def is_async(self) -> bool:

@@ -27,13 +27,14 @@ from ._item import ItemState, Work, WorkItem, check_work, retry_of
 from ._log import logger
 from ._retry import RetryPolicy, RetryRun
 from ._scope import ItemSession, Scope, ScopeFactory, svcs_scope_factory
+from ._seam import Settle
 from ._session import Session, SessionManager, release_parent
 from ._stats import DrainReport, PoolStats, Timings
 from ._stop import StopToken
 from ._watchdog import LoopWatchdog, loop_poster
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Coroutine, Iterator
+    from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator, Mapping
     from types import TracebackType
 
     from ._settings import PoolSettings
@@ -49,11 +50,16 @@ __all__ = ["WorkerPool"]
 _SLICE_CHECK = 8
 _SLICE_SECONDS = 0.0005
 
+# What a channel's aclose() may take beyond the cleanup grace (flushing settlements).
+_CHANNEL_CLOSE_SECONDS = 5.0
+
 # An enum member costs about 60 ns to look up on its class (Python 3.11).
 _RUNNING: Final = ItemState.RUNNING
 _SUCCEEDED: Final = ItemState.SUCCEEDED
 _FAILED: Final = ItemState.FAILED
 _CANCELLED: Final = ItemState.CANCELLED
+_DONE: Final = Settle.DONE
+_DEAD: Final = Settle.DEAD
 
 
 @final
@@ -84,6 +90,10 @@ class WorkerPool:
         session_manager: the `SessionManager` (default: a new one).
         worker: an existing channel to consume (then *capacity*, *full_mode* and
             *enqueue_timeout* are the channel's own).
+        channel: any `Channel` to consume instead, e.g. a durable one; the same
+            as *worker*, of which it is the new name (pass one of the two).
+        tasks: the named tasks a durable channel may run (`Task` objects, modules
+            or dotted module names).
         on_drop: called with each item a full channel drops.
         on_dead_letter: called as ``(item, exception)`` when an item fails for good.
         on_abandoned: called once at shutdown with the items that did not finish.
@@ -117,6 +127,8 @@ class WorkerPool:
         on_dead_letter: Hook | None = None,
         on_abandoned: Hook | None = None,
         *,
+        channel: Channel | None = None,
+        tasks: Iterable[Any] = (),
         cleanup_interval: float = 60.0,
         cleanup_grace: float = 1.0,
         blocked_loop_threshold: float | None = 1.0,
@@ -156,6 +168,12 @@ class WorkerPool:
         ):
             if hook is not None and not callable(hook):
                 raise TypeError(f"{argument} must be callable, got {hook!r}")
+        if channel is not None:
+            if worker is not None:
+                raise ValueError("pass worker or channel, not both (they name the same thing)")
+            worker = channel
+        self._tasks = tuple(tasks)
+        self._task_registry = _resolve_tasks(self._tasks)
         if worker is None:
             self._worker: Channel = BackgroundWorker(
                 capacity, full_mode, enqueue_timeout=enqueue_timeout, on_drop=on_drop
@@ -170,10 +188,8 @@ class WorkerPool:
                 )
             self._worker = worker
             if on_drop is not None:
-                add = getattr(worker, "_add_drop_hook", None)
-                if add is None:
-                    raise ValueError("this channel takes no on_drop hook from the pool")
-                add(on_drop)
+                worker.add_drop_hook(on_drop)
+        self._durable = bool(self._worker.durable)
         self._on_dead_letter = on_dead_letter
         self._on_abandoned = on_abandoned
         self._stop = StopToken()
@@ -187,6 +203,11 @@ class WorkerPool:
         self._timed_out = 0
         self._cancelled_items: list[WorkItem] = []
         self._abandoned_items: list[WorkItem] = []
+        # durable channels only
+        self._delivered = 0
+        self._redelivered = 0
+        self._rescheduled = 0
+        self._released_items: list[WorkItem] = []
         self._wait_times = Timings()
         self._run_times = Timings()
 
@@ -197,6 +218,8 @@ class WorkerPool:
         self._runner: Detached | None = None
         self._consumer_scope: anyio.CancelScope | None = None
         self._sweeper_scope: anyio.CancelScope | None = None
+        self._channel_scope: anyio.CancelScope | None = None
+        self._channel_stopped: anyio.Event | None = None
         self._consumers_done: anyio.Event | None = None
         self._live_consumers = 0
         self._in_flight: list[WorkItem | None] = [None] * self._consumers
@@ -251,6 +274,16 @@ class WorkerPool:
         return self._worker
 
     @property
+    def channel(self) -> Channel:
+        """The channel in use (the same object as `worker`)."""
+        return self._worker
+
+    @property
+    def tasks(self) -> Mapping[str, Any]:
+        """The named tasks this pool runs from a durable channel, by name."""
+        return self._task_registry
+
+    @property
     def session_manager(self) -> SessionManager:
         """The pool's `SessionManager` (for requests that share sessions with items)."""
         return self._sessions
@@ -294,6 +327,8 @@ class WorkerPool:
         retry: RetryPolicy | None = None,
         timeout: float | None = None,
         name: str | None = None,
+        delay: float | None = None,
+        key: str | None = None,
     ) -> WorkItem:
         """Queue *work*; see `BackgroundWorker.enqueue` (waits in ``WAIT`` mode when full).
 
@@ -302,8 +337,12 @@ class WorkerPool:
             PoolClosedError: shutdown has begun.
             QueueFullError: the channel is full and its mode says not to wait.
         """
+        if delay is None and key is None:
+            return await self._worker.enqueue(
+                work, parent_session, retry=retry, timeout=timeout, name=name
+            )
         return await self._worker.enqueue(
-            work, parent_session, retry=retry, timeout=timeout, name=name
+            work, parent_session, retry=retry, timeout=timeout, name=name, delay=delay, key=key
         )
 
     def enqueue_nowait(
@@ -314,10 +353,16 @@ class WorkerPool:
         retry: RetryPolicy | None = None,
         timeout: float | None = None,
         name: str | None = None,
+        delay: float | None = None,
+        key: str | None = None,
     ) -> WorkItem:
         """Queue *work* without waiting; `QueueFullError` when full in ``WAIT`` mode."""
+        if delay is None and key is None:
+            return self._worker.enqueue_nowait(
+                work, parent_session, retry=retry, timeout=timeout, name=name
+            )
         return self._worker.enqueue_nowait(
-            work, parent_session, retry=retry, timeout=timeout, name=name
+            work, parent_session, retry=retry, timeout=timeout, name=name, delay=delay, key=key
         )
 
     def enqueue_threadsafe(
@@ -328,6 +373,8 @@ class WorkerPool:
         retry: RetryPolicy | None = None,
         timeout: float | None = None,
         name: str | None = None,
+        delay: float | None = None,
+        key: str | None = None,
     ) -> WorkItem:
         """Queue *work* from a thread other than the event loop's (Django, Flask...).
 
@@ -356,8 +403,15 @@ class WorkerPool:
                 "would block the loop; use 'await pool.enqueue(...)' or enqueue_nowait()"
             )
         call = partial(
-            self._worker.enqueue, work, parent_session, retry=retry, timeout=timeout, name=name
+            self._worker.enqueue,
+            work,
+            parent_session,
+            retry=retry,
+            timeout=timeout,
+            name=name,
         )
+        if delay is not None or key is not None:
+            call = partial(call, delay=delay, key=key)
         return anyio.from_thread.run(call, token=token)
 
     async def join(self) -> None:
@@ -385,6 +439,10 @@ class WorkerPool:
             wait_time=self._wait_times.summary(),
             run_time=self._run_times.summary(),
             running=self._running,
+            delivered=self._delivered,
+            redelivered=self._redelivered,
+            released=len(self._released_items),
+            rescheduled=self._rescheduled,
         )
 
     # -- lifecycle -----------------------------------------------------------------
@@ -395,6 +453,7 @@ class WorkerPool:
         if self._report is not None or self._worker.closed:
             raise RuntimeError("this WorkerPool was shut down; make a new one")
         self._started = True
+        await self._worker.open(self._task_registry)
         self._limiter = anyio.CapacityLimiter(self._thread_limit)
         self._consumers_done = anyio.Event()
         self._token = anyio.lowlevel.current_token()
@@ -480,6 +539,10 @@ class WorkerPool:
                     consumers.start_soon(self._consume, index, name=f"workpool consumer {index}")
                 with anyio.CancelScope() as sweeper_scope:
                     self._sweeper_scope = sweeper_scope
+                    if self._durable:
+                        channel_scope = self._channel_scope = anyio.CancelScope()
+                        self._channel_stopped = anyio.Event()
+                        consumers.start_soon(self._run_channel, channel_scope)
                     if set_spawner is not None:
                         set_spawner(self._spawn)
                     self._running = True
@@ -487,6 +550,17 @@ class WorkerPool:
                     await self._sweep()
         if set_spawner is not None:
             set_spawner(None)
+
+    async def _run_channel(self, scope: anyio.CancelScope) -> None:
+        """The channel's housekeeping (lease renewal...), until the consumers stop."""
+        try:
+            with scope:
+                await self._worker.run()
+        except Exception:
+            logger.exception("the channel's housekeeping task failed; consumers go on")
+        finally:
+            if self._channel_stopped is not None:
+                self._channel_stopped.set()
 
     def _spawn(self, func: Callable[[], Coroutine[Any, Any, None]]) -> None:
         task_group = self._task_group
@@ -516,6 +590,8 @@ class WorkerPool:
             self._cut_off_cleanups(anyio.current_time())
             if self._sweeper_scope is not None:
                 self._sweeper_scope.cancel()
+            if self._channel_scope is not None:
+                self._channel_scope.cancel()
             if self._consumers_done is not None:
                 self._consumers_done.set()
 
@@ -538,6 +614,8 @@ class WorkerPool:
         """Run items inside *context* until the channel is closed and empty (True),
         or until an item leaves *context* changed (False)."""
         worker = self._worker
+        claim_nowait = worker.claim_nowait
+        durable = self._durable
         in_flight = self._in_flight
         monotonic = time.monotonic
         taken = 0
@@ -549,16 +627,18 @@ class WorkerPool:
                     await anyio.lowlevel.checkpoint()
                     slice_started = monotonic()
             try:
-                item = worker.dequeue_nowait()
+                item = claim_nowait()
             except anyio.WouldBlock:
                 try:
-                    item = await worker.dequeue()
+                    item = await worker.claim()
                 except PoolClosedError:
                     return True
                 slice_started = monotonic()
             except PoolClosedError:
                 return True
             taken += 1
+            if durable and await self._take_delivery(item):
+                continue  # rejected at claim: dead-lettered without running
             in_flight[index] = item
             try:
                 await self._process(item)
@@ -579,13 +659,15 @@ class WorkerPool:
         failure: BaseException | None = None
         retry_run: RetryRun | None = None
         finished = False
+        # How the channel hears of the outcome; None once it has been told.
+        outcome: Settle | None = _DONE
         try:
             parent = item.parent_session
             if parent is not None:
                 failure = self._join_parent(slot, parent)
                 if item._parent_held:  # a session of another manager: not joined
                     await release_parent(item)
-            attempt = 1
+            attempt = item.attempts + 1  # attempts carried over by a durable channel
             while failure is None:
                 item.attempts = attempt
                 error = await self._attempt(item, attempt, slot)
@@ -599,7 +681,7 @@ class WorkerPool:
                     if policy is None:
                         failure = error
                         break
-                    retry_run = RetryRun(policy, started)
+                    retry_run = RetryRun(policy, started, attempt)
                 traceback = error.__traceback__
                 try:
                     delay = await retry_run.next_delay(error)
@@ -610,13 +692,19 @@ class WorkerPool:
                     break
                 finally:
                     del error, traceback
+                if delay > self._worker.max_local_backoff:
+                    self._reschedule(item, delay)
+                    outcome = None
+                    break
                 # Always a checkpoint, so cancellation during a zero-second backoff
                 # ends the item rather than starting another attempt.
                 await anyio.sleep(delay)
                 attempt += 1
                 self._retried += 1
             finished = True
-            if item.state is not _RUNNING:
+            if outcome is None:  # rescheduled
+                pass
+            elif item.state is not _RUNNING:
                 self._finished_late(item, failure)
             elif failure is None:
                 item.state = _SUCCEEDED
@@ -628,10 +716,13 @@ class WorkerPool:
                 if self._on_dead_letter is not None:
                     self._dead_lettered += 1
                     await call_hook(self._on_dead_letter, "on_dead_letter", item, failure)
+                outcome = _DEAD
+                if self._durable:  # the channel formats the error now, keeps none of it
+                    self._worker.settle(item, _DEAD, reason="failed", error=failure)
+                    outcome = None
         except BaseException:
             if not finished and item.state is _RUNNING:
-                item.state = _CANCELLED
-                self._cancelled_items.append(item)
+                outcome = self._cancelled(item)
             raise
         finally:
             failure = None
@@ -644,7 +735,65 @@ class WorkerPool:
             self._run_times.add(finished_at - started)
             if self._item_listeners:
                 self._notify_item_listeners(item, started, finished_at)
-            self._worker.task_done(item)
+            if outcome is not None:
+                self._worker.settle(item, outcome)
+
+    async def _take_delivery(self, item: WorkItem) -> bool:
+        """Count a delivery from a durable channel; dead-letter it at once if the
+        channel rejected it (True: do not run it)."""
+        self._delivered += 1
+        if item.deliveries > 1:
+            self._redelivered += 1
+        rejection = item.rejection
+        if rejection is None:
+            return False
+        reason, error = rejection
+        item.rejection = None  # nothing keeps the exception once the hook returned
+        del rejection
+        item.state = _FAILED
+        self._failed += 1
+        logger.error(
+            "%s was dead-lettered without running (%s): %s: %s",
+            item.name,
+            reason,
+            type(error).__name__,
+            error,
+            extra={"work_name": item.name, "item_id": item.id, "reason": reason},
+        )
+        try:
+            if self._on_dead_letter is not None:
+                self._dead_lettered += 1
+                await call_hook(self._on_dead_letter, "on_dead_letter", item, error)
+        finally:
+            self._worker.settle(item, _DEAD, reason=reason, error=error)
+            del error
+        return True
+
+    def _reschedule(self, item: WorkItem, delay: float) -> None:
+        """The next retry of a durable item waits longer than the channel's lease
+        allows a consumer to hold it: put it back in the store for later."""
+        item.state = ItemState.QUEUED
+        self._rescheduled += 1
+        logger.info(
+            "%s rescheduled: attempt %d in %.1f s",
+            item.name,
+            item.attempts + 1,
+            delay,
+            extra={"work_name": item.name, "item_id": item.id, "attempt": item.attempts},
+        )
+        self._worker.settle(item, Settle.RESCHEDULED, delay=delay)
+
+    def _cancelled(self, item: WorkItem) -> Settle | None:
+        """The item was cancelled in flight (the shutdown deadline): a durable one is
+        handed back to its store, an in-memory one is reported cancelled."""
+        if self._durable:
+            item.state = ItemState.QUEUED
+            self._released_items.append(item)
+            self._worker.settle(item, Settle.RELEASED)
+            return None
+        item.state = _CANCELLED
+        self._cancelled_items.append(item)
+        return _DEAD
 
     def _finished_late(self, item: WorkItem, failure: BaseException | None) -> None:
         """An item shutdown gave up on has ended: it stays reported as cancelled."""
@@ -655,7 +804,7 @@ class WorkerPool:
             extra={"work_name": item.name, "item_id": item.id},
         )
 
-    def _add_item_listener(self, listener: Callable[[WorkItem, float, float], None]) -> None:
+    def add_item_listener(self, listener: Callable[[WorkItem, float, float], None]) -> None:
         """Call ``listener(item, started_at, finished_at)`` after each item that ran.
 
         The times are ``time.monotonic()`` readings; the item's state is final by
@@ -664,7 +813,8 @@ class WorkerPool:
         """
         self._item_listeners.append(listener)
 
-    def _remove_item_listener(self, listener: Callable[[WorkItem, float, float], None]) -> None:
+    def remove_item_listener(self, listener: Callable[[WorkItem, float, float], None]) -> None:
+        """Stop calling *listener*; no effect if it was not added."""
         if listener in self._item_listeners:
             self._item_listeners.remove(listener)
 
@@ -919,10 +1069,11 @@ class WorkerPool:
                         if not item.state.finished:
                             item.state = ItemState.CANCELLED
                             self._cancelled_items.append(item)
-        if self._worker.qsize():
+        if not self._durable and self._worker.qsize():
             deadline_hit = deadline_hit or self._running
             self._abandon_queued()
         self._running = False
+        await self._close_channel()
         for item in self._abandoned_items:
             if item._parent_held:  # it will never run: let its parent session go
                 await release_parent(item)
@@ -946,6 +1097,7 @@ class WorkerPool:
             elapsed=anyio.current_time() - started,
             deadline_hit=deadline_hit,
             dropped=self._worker.dropped_total,
+            released=tuple(self._released_items),
         )
         log = logger.warning if unfinished else logger.info
         log(
@@ -958,6 +1110,26 @@ class WorkerPool:
             len(report.abandoned),
         )
         return report
+
+    async def _close_channel(self) -> None:
+        """Let the channel flush what it holds (settlements), within a bound."""
+        with anyio.move_on_after(self._cleanup_grace + _CHANNEL_CLOSE_SECONDS) as bound:
+            stopped = self._channel_stopped
+            if stopped is not None and self._channel_scope is not None:
+                # Its housekeeping ends before it closes (already cancelled, unless a
+                # consumer is stuck in work that ignores cancellation).
+                self._channel_scope.cancel()
+                await stopped.wait()
+            try:
+                await self._worker.aclose()
+            except Exception:
+                logger.exception("closing the channel failed")
+        if bound.cancelled_caught:
+            logger.error(
+                "closing the channel took over %.1f s and was cut off; what it still held "
+                "is delivered again once its lease expires",
+                self._cleanup_grace + _CHANNEL_CLOSE_SECONDS,
+            )
 
     def _cut_off_cleanups(self, now: float) -> None:
         for shield in self._cleanup_scopes:
@@ -1030,3 +1202,15 @@ def _ids(scope: Scope) -> dict[str, Any]:
         "scope_id": scope.id,
         "session_id": slot_session.id if slot_session is not None else None,
     }
+
+
+def _resolve_tasks(tasks: tuple[Any, ...]) -> Mapping[str, Any]:
+    """The registry of named tasks handed to ``channel.open``."""
+    # TODO(lead): once branch `tasks` is merged, workpool._task.resolve_tasks always
+    # exists; drop the guard and the {} fallback.
+    try:
+        from ._task import resolve_tasks  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
+        return {}
+    registry: Mapping[str, Any] = resolve_tasks(tasks)
+    return registry

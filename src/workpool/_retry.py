@@ -196,7 +196,9 @@ def retry_policy(policy: RetryPolicy | None = None, /, **kwargs: Any) -> Callabl
 class RetryRun:
     """tenacity's state for one item, brought in only after its first failure.
 
-    The first attempt runs without tenacity; when it fails, this replays it into a
+    *attempt* is the number of the attempt that failed first here (above 1 when a
+    durable channel carried attempts over a reschedule). The first attempt runs
+    without tenacity; when it fails, this replays it into a
     fresh ``AsyncRetrying`` (its own per-run state: never shared between items) and
     asks tenacity, after each failure, whether and how long to wait. Decisions,
     attempt numbers, statistics and ``before_sleep`` calls are tenacity's own.
@@ -204,11 +206,15 @@ class RetryRun:
 
     __slots__ = ("_retrying", "_state")
 
-    def __init__(self, policy: RetryPolicy, started_at: float) -> None:
+    def __init__(self, policy: RetryPolicy, started_at: float, attempt: int = 1) -> None:
         retrying = policy._retrying()
         retrying.begin()
         state = RetryCallState(retrying, fn=None, args=(), kwargs={})
         state.start_time = started_at
+        if attempt != 1:
+            # Attempts made before a reschedule count: stop_after_attempt(n) sees them.
+            state.attempt_number = attempt
+            retrying.statistics["attempt_number"] = attempt
         self._retrying = retrying
         self._state = state
 

@@ -108,13 +108,14 @@ class PoolStats:
     """A snapshot of a pool's counters (lifetime totals) and timings.
 
     Once the pool has shut down,
-    ``enqueued == succeeded + failed + dropped + cancelled + abandoned``.
+    ``enqueued == succeeded + failed + dropped + cancelled + abandoned``; on a
+    durable channel, ``delivered == succeeded + failed + released + rescheduled``.
     """
 
     consumers: int
     busy: int
     queued: int
-    capacity: int
+    capacity: int | None
     enqueued: int
     succeeded: int
     failed: int
@@ -128,6 +129,14 @@ class PoolStats:
     wait_time: TimingSummary = field(default_factory=TimingSummary)
     run_time: TimingSummary = field(default_factory=TimingSummary)
     running: bool = False
+    delivered: int = 0
+    """Items claimed from a durable channel by this pool (0 in memory)."""
+    redelivered: int = 0
+    """Deliveries beyond an item's first, seen by this pool."""
+    released: int = 0
+    """Items handed back to a durable channel's store at shutdown."""
+    rescheduled: int = 0
+    """Items put back in a durable store for a retry later than ``max_local_backoff``."""
 
     @property
     def finished(self) -> int:
@@ -158,6 +167,8 @@ class DrainReport:
         elapsed: seconds the drain took.
         deadline_hit: whether the deadline passed before the channel emptied.
         dropped: items dropped by a full channel over the pool's life.
+        released: items of a durable channel cancelled at the deadline and handed
+            back to its store (they run again elsewhere or later).
     """
 
     succeeded: int
@@ -167,6 +178,7 @@ class DrainReport:
     elapsed: float
     deadline_hit: bool
     dropped: int = 0
+    released: tuple[WorkItem, ...] = ()
 
     @property
     def clean(self) -> bool:

@@ -101,6 +101,10 @@ class _BrokenChannel:
     async def dequeue(self) -> WorkItem:
         raise RuntimeError("channel bug")
 
+    # The pool consumes through the channel seam (claim/settle).
+    claim_nowait = dequeue_nowait
+    claim = dequeue
+
 
 async def test_a_bug_in_the_pools_own_machinery_fails_the_body_at_once() -> None:
     """A crash that is not a work item's (here, a broken channel) is not swallowed: it

@@ -244,10 +244,8 @@ class PoolMetrics:
             if id(pool) in self._instruments.attached:
                 raise ValueError(f"{pool!r} is already instrumented on this MeterProvider")
             self._instruments.attached[id(pool)] = self
-        pool._add_item_listener(self._item_done)
-        add_drop_hook = getattr(pool.worker, "_add_drop_hook", None)
-        if add_drop_hook is not None:
-            add_drop_hook(self._item_dropped)
+        pool.add_item_listener(self._item_done)
+        pool.channel.add_drop_hook(self._item_dropped)
 
     @property
     def pool(self) -> WorkerPool:
@@ -261,10 +259,8 @@ class PoolMetrics:
         self._closed = True
         with self._instruments.lock:
             self._instruments.attached.pop(id(self._pool), None)
-        self._pool._remove_item_listener(self._item_done)
-        remove_drop_hook = getattr(self._pool.worker, "_remove_drop_hook", None)
-        if remove_drop_hook is not None:
-            remove_drop_hook(self._item_dropped)
+        self._pool.remove_item_listener(self._item_done)
+        self._pool.channel.remove_drop_hook(self._item_dropped)
 
     def __enter__(self) -> PoolMetrics:
         return self
