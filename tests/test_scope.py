@@ -23,7 +23,8 @@ from workpool import (
     WorkItem,
     current_scope,
 )
-from workpool._scope import ItemSession, svcs_scope_factory
+from workpool._scope import svcs_scope_factory
+from workpool._session import ItemSession
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator

@@ -11,12 +11,12 @@ import contextlib
 
 from ._channel import BackgroundWorker as BackgroundWorker
 from ._channel import Channel as Channel
-from ._channel import FullMode as FullMode
 from ._context import current_scope as current_scope
 from ._exceptions import PoolClosedError as PoolClosedError
 from ._exceptions import QueueFullError as QueueFullError
 from ._exceptions import SettingsError as SettingsError
 from ._exceptions import WorkpoolError as WorkpoolError
+from ._full import FullMode as FullMode
 from ._item import ItemState as ItemState
 from ._item import Work as Work
 from ._item import WorkItem as WorkItem

@@ -7,8 +7,6 @@ durable or distributed channel can stand in for it without touching consumers.
 
 from __future__ import annotations
 
-import contextlib
-import enum
 import math
 import time
 from collections import deque
@@ -19,75 +17,21 @@ import anyio.lowlevel
 
 from ._checks import check_count, check_timeout
 from ._exceptions import PoolClosedError, QueueFullError
-from ._hooks import Hook, Spawn, call_hook, call_hook_sync
+from ._full import DropHooks, FullMode, parse_full_mode
 from ._item import ItemState, Work, WorkItem
 from ._log import logger
 from ._seam import Channel, Settle
-from ._session import hold_parent, release_parent, release_parent_nowait
+from ._session import hold_parent
+from ._waiters import forget, wake_all, wake_first
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
+    from ._hooks import Hook, Spawn
     from ._retry import RetryPolicy
     from ._session import Session
 
 __all__ = ["BackgroundWorker", "Channel", "FullMode", "Settle", "parse_full_mode"]
-
-
-class FullMode(enum.StrEnum):
-    """What ``enqueue`` does when the channel is full."""
-
-    WAIT = "wait"
-    """Wait for room (up to ``enqueue_timeout``); ``enqueue_nowait`` raises."""
-    REJECT = "reject"
-    """Raise `QueueFullError` at once."""
-    DROP_OLDEST = "drop_oldest"
-    """Evict the oldest queued item to make room."""
-    DROP_NEWEST = "drop_newest"
-    """Evict the most recently queued item to make room."""
-    DROP_WRITE = "drop_write"
-    """Discard the item being written; it is returned with state ``DROPPED``."""
-
-    def __str__(self) -> str:
-        return self.value
-
-    @classmethod
-    def _missing_(cls, value: object) -> FullMode | None:
-        if isinstance(value, str):
-            key = value.strip().lower().replace("-", "_")
-            for mode in cls:
-                if mode.value == key:
-                    return mode
-        return None
-
-
-def parse_full_mode(value: FullMode | str, argument: str = "full_mode") -> FullMode:
-    """A `FullMode` from a member or its name, case-insensitively; `ValueError` if unknown."""
-    try:
-        return FullMode(value)
-    except ValueError:
-        choices = ", ".join(repr(m.value) for m in FullMode)
-        raise ValueError(f"{argument} must be one of {choices}, got {value!r}") from None
-
-
-def _wake_first(waiters: deque[anyio.Event]) -> None:
-    while waiters:
-        event = waiters.popleft()
-        if not event.is_set():
-            event.set()
-            return
-
-
-def _wake_all(waiters: deque[anyio.Event]) -> None:
-    while waiters:
-        waiters.popleft().set()
-
-
-def _forget(waiters: deque[anyio.Event], event: anyio.Event) -> None:
-    # A waiter that leaves unwoken must not stay queued: the next wake-up would go
-    # to it and be lost, stranding the waiter behind it.
-    with contextlib.suppress(ValueError):
-        waiters.remove(event)
 
 
 @final
@@ -113,8 +57,8 @@ class BackgroundWorker:
     __slots__ = (
         "_capacity",
         "_closed",
-        "_drop_hooks",
         "_dropped",
+        "_drops",
         "_enqueue_timeout",
         "_enqueued",
         "_full_mode",
@@ -123,7 +67,6 @@ class BackgroundWorker:
         "_items",
         "_putters",
         "_rejected",
-        "_spawn",
         "_unfinished",
     )
 
@@ -144,7 +87,7 @@ class BackgroundWorker:
         self._capacity = check_count(capacity, "capacity")
         self._full_mode = parse_full_mode(full_mode)
         self._enqueue_timeout = check_timeout(enqueue_timeout, "enqueue_timeout")
-        self._drop_hooks: list[Hook] = [on_drop] if on_drop is not None else []
+        self._drops = DropHooks(on_drop)
         self._items: deque[WorkItem] = deque()
         self._getters: deque[anyio.Event] = deque()
         self._putters: deque[anyio.Event] = deque()
@@ -154,7 +97,6 @@ class BackgroundWorker:
         self._enqueued = 0
         self._dropped = 0
         self._rejected = 0
-        self._spawn: Spawn | None = None
 
     # -- introspection -------------------------------------------------------------
 
@@ -264,7 +206,7 @@ class BackgroundWorker:
                 if item.state is not ItemState.DROPPED:
                     self._accept(item)
                 if dropped is not None:
-                    await self._report_drop_async(dropped)
+                    await self._drops.report(dropped)
                 return item
         # With room, an enqueue neither waits nor checks for cancellation (like
         # asyncio.Queue.put): the item is accepted at once. Checking costs about
@@ -308,7 +250,7 @@ class BackgroundWorker:
             if item.state is not ItemState.DROPPED:
                 self._accept(item)
             if dropped is not None:
-                self._report_drop_sync(dropped)
+                self._drops.report_nowait(dropped)
             return item
         self._accept(item)
         return item
@@ -335,7 +277,7 @@ class BackgroundWorker:
         self._enqueued += 1
         self._unfinished += 1
         if self._getters:
-            _wake_first(self._getters)
+            wake_first(self._getters)
 
     async def _wait_for_room(self) -> None:
         timeout = self._enqueue_timeout
@@ -366,10 +308,10 @@ class BackgroundWorker:
                 await event.wait()
             except BaseException:
                 if not event.is_set():
-                    _forget(self._putters, event)
+                    forget(self._putters, event)
                 elif len(self._items) < self._capacity:
                     # Woken and cancelled at once: pass the room on.
-                    _wake_first(self._putters)
+                    wake_first(self._putters)
                 raise
 
     def _make_room(self, item: WorkItem) -> WorkItem | None:
@@ -398,18 +340,6 @@ class BackgroundWorker:
         # No idle wake-up here: an evicted item is replaced by the new one at once.
         return dropped
 
-    async def _report_drop_async(self, item: WorkItem) -> None:
-        if item._parent_held:
-            await release_parent(item)
-        for hook in self._drop_hooks:
-            await call_hook(hook, "on_drop", item)
-
-    def _report_drop_sync(self, item: WorkItem) -> None:
-        if item._parent_held:
-            release_parent_nowait(item, self._spawn)
-        for hook in self._drop_hooks:
-            call_hook_sync(hook, "on_drop", item, spawn=self._spawn)
-
     def _closed_error(self) -> PoolClosedError:
         return PoolClosedError(
             "the pool is shutting down or shut down and accepts no more work; enqueue "
@@ -428,7 +358,7 @@ class BackgroundWorker:
         if self._items:
             item = self._items.popleft()
             if self._putters:
-                _wake_first(self._putters)
+                wake_first(self._putters)
             return item
         if self._closed:
             raise PoolClosedError("the channel is closed and empty")
@@ -461,10 +391,10 @@ class BackgroundWorker:
                 await event.wait()
             except BaseException:
                 if not event.is_set():
-                    _forget(self._getters, event)
+                    forget(self._getters, event)
                 elif self._items:
                     # Woken and cancelled at once: let another getter take the item.
-                    _wake_first(self._getters)
+                    wake_first(self._getters)
                 raise
             # Woken: this call has yielded already, so the item is taken at once
             # (or the wait goes on, when another consumer was quicker).
@@ -535,8 +465,8 @@ class BackgroundWorker:
         if self._closed:
             return
         self._closed = True
-        _wake_all(self._putters)
-        _wake_all(self._getters)
+        wake_all(self._putters)
+        wake_all(self._getters)
 
     def take_all(self) -> list[WorkItem]:
         """Remove and return every queued item (for the shutdown deadline)."""
@@ -546,19 +476,18 @@ class BackgroundWorker:
         if self._unfinished <= 0:
             self._unfinished = 0
             self._set_idle()
-        _wake_all(self._putters)
+        wake_all(self._putters)
         return items
 
-    def _set_spawner(self, spawn: Spawn | None) -> None:
-        self._spawn = spawn
+    def set_spawner(self, spawn: Spawn | None) -> None:
+        """Give the channel a way to run async work (hooks, session ends) from sync
+        code: the running pool's task group; ``None`` once it stops."""
+        self._drops.spawn = spawn
 
     def add_drop_hook(self, hook: Hook) -> None:
         """Call *hook* with each dropped item too (sync or async; errors are logged)."""
-        if not callable(hook):
-            raise TypeError(f"a drop hook must be callable, got {hook!r}")
-        self._drop_hooks.append(hook)
+        self._drops.add(hook)
 
     def remove_drop_hook(self, hook: Hook) -> None:
         """Stop calling *hook*; no effect if it was not added."""
-        if hook in self._drop_hooks:
-            self._drop_hooks.remove(hook)
+        self._drops.remove(hook)

@@ -10,11 +10,12 @@ if TYPE_CHECKING:
 
     from ._scope import Scope
 
-__all__ = ["current_scope", "run_in_context"]
+__all__ = ["CURRENT_SCOPE", "current_scope", "run_in_context"]
 
 T = TypeVar("T")
 
-_current_scope: ContextVar[Scope | None] = ContextVar("workpool_current_scope", default=None)
+#: The running item's scope; the item runner sets it for each attempt.
+CURRENT_SCOPE: ContextVar[Scope | None] = ContextVar("workpool_current_scope", default=None)
 
 
 def current_scope() -> Scope | None:
@@ -23,7 +24,7 @@ def current_scope() -> Scope | None:
     The analogue of the .NET ``ScopeHolder.CurrentScope``. It is set for the whole
     of each attempt, also inside the worker thread of a sync work function.
     """
-    return _current_scope.get()
+    return CURRENT_SCOPE.get()
 
 
 class run_in_context(Generic[T]):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from ._log import logger
@@ -13,10 +13,12 @@ __all__ = ["Hook", "Spawn", "call_hook", "call_hook_sync", "try_spawn"]
 Hook = Callable[..., Any]
 #: Runs a coroutine function soon in the pool's task group (the channel's way to
 #: get async work done from sync code).
-Spawn = Callable[[Callable[[], Awaitable[None]]], None]
+Spawn = Callable[[Callable[[], Coroutine[Any, Any, None]]], None]
 
 
-def try_spawn(spawn: Spawn | None, func: Callable[[], Awaitable[None]], what: str) -> bool:
+def try_spawn(
+    spawn: Spawn | None, func: Callable[[], Coroutine[Any, Any, None]], what: str
+) -> bool:
     """Hand *func* to *spawn*; False when there is nobody to run it (no running
     pool, or its task group is closing)."""
     if spawn is None:

@@ -1,65 +1,56 @@
-"""WorkerPool: N consumers over one channel, the per-item lifecycle, and the drain."""
+"""WorkerPool: configuration, enqueue, stats, and the lifecycle of its consumers.
+
+The consumer loop is `_consumers.Consumers`'; running one item is
+`_execution.ItemRunner`'s; shutdown is `_drain.Drain`'s; the counters and
+lifecycle flags they share live in `_state.PoolState`.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 import threading
-import time
-from contextlib import contextmanager
-from contextvars import Context, copy_context
 from functools import partial
-from typing import TYPE_CHECKING, Any, Final, Self, final
+from typing import TYPE_CHECKING, Any, Self, final
 
 import anyio
 import anyio.from_thread
 import anyio.lowlevel
-import anyio.to_thread
-import svcs
 
-from ._channel import BackgroundWorker, Channel, FullMode
+from ._channel import FullMode
 from ._checks import check_count, check_non_negative_seconds, check_timeout
-from ._context import _current_scope, run_in_context
+from ._config import (
+    check_hooks,
+    choose_channel,
+    choose_scope_factory,
+    resolve_tasks,
+    settings_arguments,
+)
+from ._consumers import Consumers
 from ._detached import Detached, start_detached
+from ._drain import CleanupBudget, Drain
 from ._exceptions import PoolClosedError
-from ._hooks import Hook, call_hook
-from ._item import ItemState, Work, WorkItem, check_work, retry_of
-from ._log import logger
-from ._retry import RetryPolicy, RetryRun
-from ._scope import ItemSession, Scope, ScopeFactory, svcs_scope_factory
-from ._seam import Settle
-from ._session import Session, SessionManager, release_parent
-from ._stats import DrainReport, PoolStats, Timings
+from ._execution import ItemListener, ItemRunner
+from ._item import check_work
+from ._retry import RetryPolicy
+from ._session import SessionManager
+from ._state import PoolState
+from ._stats import DrainReport, PoolStats
 from ._stop import StopToken
 from ._watchdog import LoopWatchdog, loop_poster
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator, Mapping
+    from collections.abc import Callable, Coroutine, Iterable, Mapping
     from types import TracebackType
 
+    import svcs
+
+    from ._hooks import Hook
+    from ._item import Work, WorkItem
+    from ._scope import ScopeFactory
+    from ._seam import Channel
+    from ._session import Session
     from ._settings import PoolSettings
 
 __all__ = ["WorkerPool"]
-
-# Consumers take items without yielding while the channel has them: a checkpoint is
-# a trip through the event loop, and a producer that outpaces the consumers only
-# gets to refill the channel then. Every _SLICE_CHECK items, a consumer reads the
-# clock, and checkpoints once _SLICE_SECONDS have passed since its last checkpoint
-# or wait for an item: quick items get long slices (~150 no-op items), slow ones
-# short, and no consumer starves the loop.
-_SLICE_CHECK = 8
-_SLICE_SECONDS = 0.0005
-
-# What a channel's aclose() may take beyond the cleanup grace (flushing settlements).
-_CHANNEL_CLOSE_SECONDS = 5.0
-
-# An enum member costs about 60 ns to look up on its class (Python 3.11).
-_RUNNING: Final = ItemState.RUNNING
-_SUCCEEDED: Final = ItemState.SUCCEEDED
-_FAILED: Final = ItemState.FAILED
-_CANCELLED: Final = ItemState.CANCELLED
-_DONE: Final = Settle.DONE
-_DEAD: Final = Settle.DEAD
 
 
 @final
@@ -139,19 +130,7 @@ class WorkerPool:
         self._thread_limit = check_count(thread_limit, "thread_limit")
         if default_retry is not None and not isinstance(default_retry, RetryPolicy):
             raise TypeError(f"default_retry must be a RetryPolicy or None, got {default_retry!r}")
-        self._default_retry = default_retry
-        if registry is not None and scope_factory is not None:
-            raise ValueError("pass registry or scope_factory, not both")
-        if registry is not None and not isinstance(registry, svcs.Registry):
-            raise TypeError(f"registry must be an svcs.Registry, got {registry!r}")
-        if scope_factory is not None and not callable(scope_factory):
-            raise TypeError(f"scope_factory must be callable, got {scope_factory!r}")
-        # A custom factory is user code: call it when each attempt starts so that its
-        # failure fails the attempt. svcs containers are made on first use instead.
-        self._eager_factory = scope_factory is not None
-        self._factory: ScopeFactory = scope_factory or svcs_scope_factory(
-            registry if registry is not None else svcs.Registry()
-        )
+        factory = choose_scope_factory(registry, scope_factory)
         if session_manager is not None and not isinstance(session_manager, SessionManager):
             raise TypeError(f"session_manager must be a SessionManager, got {session_manager!r}")
         self._sessions = session_manager if session_manager is not None else SessionManager()
@@ -160,79 +139,35 @@ class WorkerPool:
         self._blocked_loop_threshold = check_timeout(
             blocked_loop_threshold, "blocked_loop_threshold"
         )
-        self._watchdog: LoopWatchdog | None = None
-        for argument, hook in (
-            ("on_drop", on_drop),
-            ("on_dead_letter", on_dead_letter),
-            ("on_abandoned", on_abandoned),
-        ):
-            if hook is not None and not callable(hook):
-                raise TypeError(f"{argument} must be callable, got {hook!r}")
-        if channel is not None:
-            if worker is not None:
-                raise ValueError("pass worker or channel, not both (they name the same thing)")
-            worker = channel
-        self._tasks = tuple(tasks)
-        self._task_registry = _resolve_tasks(self._tasks)
-        if worker is None:
-            self._worker: Channel = BackgroundWorker(
-                capacity, full_mode, enqueue_timeout=enqueue_timeout, on_drop=on_drop
-            )
-        else:
-            if not isinstance(worker, Channel):
-                raise TypeError(f"worker must be a BackgroundWorker (or a Channel), got {worker!r}")
-            if capacity != 1000 or full_mode != FullMode.WAIT or enqueue_timeout is not None:
-                raise ValueError(
-                    "capacity, full_mode and enqueue_timeout belong to the worker passed as "
-                    "worker=; configure them on the BackgroundWorker itself"
-                )
-            self._worker = worker
-            if on_drop is not None:
-                worker.add_drop_hook(on_drop)
-        self._durable = bool(self._worker.durable)
-        self._on_dead_letter = on_dead_letter
-        self._on_abandoned = on_abandoned
+        check_hooks(on_drop=on_drop, on_dead_letter=on_dead_letter, on_abandoned=on_abandoned)
+        self._task_registry = resolve_tasks(tuple(tasks))
+        self._worker = choose_channel(
+            worker, channel, capacity, full_mode, enqueue_timeout=enqueue_timeout, on_drop=on_drop
+        )
         self._stop = StopToken()
-
-        # counters (lifetime totals)
-        self._busy = 0
-        self._succeeded = 0
-        self._failed = 0
-        self._retried = 0
-        self._dead_lettered = 0
-        self._timed_out = 0
-        self._cancelled_items: list[WorkItem] = []
-        self._abandoned_items: list[WorkItem] = []
-        # durable channels only
-        self._delivered = 0
-        self._redelivered = 0
-        self._rescheduled = 0
-        self._released_items: list[WorkItem] = []
-        self._wait_times = Timings()
-        self._run_times = Timings()
-
+        self._state = PoolState([None] * self._consumers)
+        self._budget = CleanupBudget(self._cleanup_grace)
+        self._items = ItemRunner(
+            self._state,
+            self._worker,
+            self._sessions,
+            factory,
+            # A custom factory is user code: called when each attempt starts, so
+            # that its failure fails the attempt. svcs containers are made on first use.
+            eager_factory=scope_factory is not None,
+            task_timeout=self._task_timeout,
+            default_retry=default_retry,
+            stop=self._stop,
+            budget=self._budget,
+            on_dead_letter=on_dead_letter,
+        )
+        self._drain = Drain(self._state, self._worker, self._stop, self._budget, on_abandoned)
         # lifecycle; anyio objects are made once a loop runs
-        self._started = False
-        self._running = False
         self._task_group: anyio.abc.TaskGroup | None = None
         self._runner: Detached | None = None
-        self._consumer_scope: anyio.CancelScope | None = None
-        self._sweeper_scope: anyio.CancelScope | None = None
-        self._channel_scope: anyio.CancelScope | None = None
-        self._channel_stopped: anyio.Event | None = None
-        self._consumers_done: anyio.Event | None = None
-        self._live_consumers = 0
-        self._in_flight: list[WorkItem | None] = [None] * self._consumers
-        self._cleanup_scopes: set[anyio.CancelScope] = set()
-        self._cut_off_at: float | None = None
-        self._limiter: anyio.CapacityLimiter | None = None
         self._token: anyio.lowlevel.EventLoopToken | None = None
         self._loop_thread: int | None = None
-        self._shutdown_done: anyio.Event | None = None
-        self._report: DrainReport | None = None
-        self._drain_wait: anyio.CancelScope | None = None
-        # Instrumentation (workpool.integrations.otel): called after each item that ran.
-        self._item_listeners: list[Callable[[WorkItem, float, float], None]] = []
+        self._watchdog: LoopWatchdog | None = None
 
     @classmethod
     def from_settings(cls, settings: PoolSettings | None = None, **overrides: Any) -> WorkerPool:
@@ -242,29 +177,7 @@ class WorkerPool:
             settings: the settings; default ``PoolSettings()``, which reads them.
             **overrides: any constructor argument, over the settings.
         """
-        if settings is None:
-            from ._settings import PoolSettings
-
-            settings = PoolSettings()
-        kwargs: dict[str, Any] = {
-            "consumers": settings.consumers,
-            "capacity": settings.capacity,
-            "full_mode": settings.full_mode,
-            "enqueue_timeout": settings.enqueue_timeout,
-            "shutdown_deadline": settings.shutdown_deadline,
-            "task_timeout": settings.task_timeout,
-            "thread_limit": settings.thread_limit,
-            "default_retry": settings.retry.policy(),
-            "cleanup_interval": settings.session.cleanup_interval,
-            "blocked_loop_threshold": settings.blocked_loop_threshold,
-        }
-        if "worker" in overrides:
-            for key in ("capacity", "full_mode", "enqueue_timeout"):
-                kwargs.pop(key)
-        if "session_manager" not in overrides:
-            kwargs["session_manager"] = SessionManager(settings.session.default_duration)
-        kwargs.update(overrides)
-        return cls(**kwargs)
+        return cls(**settings_arguments(settings, overrides))
 
     # -- properties ----------------------------------------------------------------
 
@@ -306,15 +219,15 @@ class WorkerPool:
     @property
     def running(self) -> bool:
         """True between start and the end of shutdown."""
-        return self._running
+        return self._state.running
 
     @property
     def report(self) -> DrainReport | None:
         """The `DrainReport`, once the pool has shut down."""
-        return self._report
+        return self._state.report
 
     def __repr__(self) -> str:
-        state = "running" if self._running else ("shut down" if self._report else "idle")
+        state = "running" if self.running else ("shut down" if self.report else "idle")
         return f"<WorkerPool consumers={self._consumers} {state} {self._worker!r}>"
 
     # -- producers -----------------------------------------------------------------
@@ -402,14 +315,7 @@ class WorkerPool:
                 "enqueue_threadsafe() was called on the event loop's own thread, where it "
                 "would block the loop; use 'await pool.enqueue(...)' or enqueue_nowait()"
             )
-        call = partial(
-            self._worker.enqueue,
-            work,
-            parent_session,
-            retry=retry,
-            timeout=timeout,
-            name=name,
-        )
+        call = partial(self.enqueue, work, parent_session, retry=retry, timeout=timeout, name=name)
         if delay is not None or key is not None:
             call = partial(call, delay=delay, key=key)
         return anyio.from_thread.run(call, token=token)
@@ -421,41 +327,59 @@ class WorkerPool:
     def stats(self) -> PoolStats:
         """A `PoolStats` snapshot of counters and timings."""
         worker = self._worker
+        state = self._state
         return PoolStats(
             consumers=self._consumers,
-            busy=self._busy,
+            busy=state.busy,
             queued=worker.qsize(),
             capacity=worker.capacity,
             enqueued=worker.enqueued_total,
-            succeeded=self._succeeded,
-            failed=self._failed,
-            retried=self._retried,
-            dead_lettered=self._dead_lettered,
+            succeeded=state.succeeded,
+            failed=state.failed,
+            retried=state.retried,
+            dead_lettered=state.dead_lettered,
             dropped=worker.dropped_total,
             rejected=worker.rejected_total,
-            timed_out=self._timed_out,
-            cancelled=len(self._cancelled_items),
-            abandoned=len(self._abandoned_items),
-            wait_time=self._wait_times.summary(),
-            run_time=self._run_times.summary(),
-            running=self._running,
-            delivered=self._delivered,
-            redelivered=self._redelivered,
-            released=len(self._released_items),
-            rescheduled=self._rescheduled,
+            timed_out=state.timed_out,
+            cancelled=len(state.cancelled),
+            abandoned=len(state.abandoned),
+            wait_time=state.wait_times.summary(),
+            run_time=state.run_times.summary(),
+            running=state.running,
+            delivered=state.delivered,
+            redelivered=state.redelivered,
+            released=len(state.released),
+            rescheduled=state.rescheduled,
         )
+
+    def add_item_listener(self, listener: ItemListener) -> None:
+        """Call ``listener(item, started_at, finished_at)`` after each item that ran.
+
+        The times are ``time.monotonic()`` readings; the item's state is final by
+        then. For instrumentation: a listener must be quick and must not block;
+        its exceptions are logged. With no listener the pool pays nothing.
+        """
+        if not callable(listener):
+            raise TypeError(f"an item listener must be callable, got {listener!r}")
+        self._items.listeners.append(listener)
+
+    def remove_item_listener(self, listener: ItemListener) -> None:
+        """Stop calling *listener*; no effect if it was not added."""
+        if listener in self._items.listeners:
+            self._items.listeners.remove(listener)
 
     # -- lifecycle -----------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
-        if self._started:
+        state = self._state
+        if state.started:
             raise RuntimeError("this WorkerPool was already started; a pool runs once")
-        if self._report is not None or self._worker.closed:
+        if state.report is not None or self._worker.closed:
             raise RuntimeError("this WorkerPool was shut down; make a new one")
-        self._started = True
+        state.started = True
         await self._worker.open(self._task_registry)
-        self._limiter = anyio.CapacityLimiter(self._thread_limit)
-        self._consumers_done = anyio.Event()
+        self._items.limiter = anyio.CapacityLimiter(self._thread_limit)
+        state.consumers_done = anyio.Event()
         self._token = anyio.lowlevel.current_token()
         self._loop_thread = threading.get_ident()
         task_group = anyio.create_task_group()
@@ -464,16 +388,30 @@ class WorkerPool:
         try:
             # Detached: shutdown must be able to return without a consumer whose
             # work ignores cancellation, and a task group would wait for it.
+            consumers = Consumers(
+                self._consumers,
+                state,
+                self._worker,
+                self._items,
+                self._sessions,
+                self._budget,
+                self._cleanup_interval,
+                self._spawn,
+            )
             self._runner = await start_detached(
-                self._run, name=f"workpool {id(self):#x}", on_crash=self._crashed
+                consumers.run, name=f"workpool {id(self):#x}", on_crash=self._crashed
             )
         except BaseException as exc:
-            self._running = False
+            state.running = False
             await task_group.__aexit__(type(exc), exc, exc.__traceback__)
             raise
         if self._blocked_loop_threshold is not None:
             self._watchdog = LoopWatchdog(
-                self._blocked_loop_threshold, self._in_flight, loop_poster(), self._loop_thread
+                self._blocked_loop_threshold,
+                state.in_flight,
+                loop_poster(),
+                self._loop_thread,
+                ItemRunner.frame_codes(),
             )
             self._watchdog.start()
         return self
@@ -497,13 +435,40 @@ class WorkerPool:
                 # wrap it in an ExceptionGroup. Let it propagate as it was.
                 await task_group.__aexit__(None, None, None)
 
+    async def shutdown(self, deadline: float | None = None) -> DrainReport:
+        """Drain and stop the pool; return the `DrainReport`. Idempotent.
+
+        Closes intake (``enqueue*`` raise `PoolClosedError`), sets the `StopToken`,
+        lets the consumers finish what is queued; at the deadline, cancels in-flight
+        items and takes queued ones out unstarted, and calls ``on_abandoned`` with
+        every accepted item that did not finish. On a durable channel, the consumers
+        stop claiming at once and items cancelled at the deadline are released to
+        the store. The drain is shielded from outer cancellation and bounded by the
+        deadline.
+
+        Called again while a drain runs, with an explicit *deadline*, it brings the
+        cut-off forward (never back) and waits for the same report: this is how a
+        second SIGTERM stops at once.
+
+        Args:
+            deadline: seconds the drain may take; default the pool's
+                ``shutdown_deadline``.
+
+        Raises:
+            ValueError: a negative deadline.
+        """
+        if deadline is None:
+            return await self._drain.shutdown(self._shutdown_deadline, explicit=False)
+        deadline = check_non_negative_seconds(deadline, "deadline")
+        return await self._drain.shutdown(deadline, explicit=True)
+
     async def _leave_runner(self) -> None:
         """Let the consumers' task end; leave it behind if a consumer is stuck."""
         runner = self._runner
         if runner is None:
             return
         if not runner.done:
-            done = self._consumers_done
+            done = self._state.consumers_done
             if done is not None and done.is_set():
                 with anyio.CancelScope(shield=True), anyio.move_on_after(self._cleanup_grace):
                     await runner.wait()
@@ -523,694 +488,8 @@ class WorkerPool:
 
         task_group.start_soon(fail)
 
-    async def _run(
-        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
-    ) -> None:
-        worker = self._worker
-        set_spawner = getattr(worker, "_set_spawner", None)
-        # Shielded: an outer cancellation (of the body of `async with pool`, or of
-        # the task group around it) must not cancel the consumers, or queued items
-        # would never run; __aexit__ drains, and the deadline cancels this scope.
-        with anyio.CancelScope(shield=True) as consumer_scope:
-            self._consumer_scope = consumer_scope
-            async with anyio.create_task_group() as consumers:
-                self._live_consumers = self._consumers
-                for index in range(self._consumers):
-                    consumers.start_soon(self._consume, index, name=f"workpool consumer {index}")
-                with anyio.CancelScope() as sweeper_scope:
-                    self._sweeper_scope = sweeper_scope
-                    if self._durable:
-                        channel_scope = self._channel_scope = anyio.CancelScope()
-                        self._channel_stopped = anyio.Event()
-                        consumers.start_soon(self._run_channel, channel_scope)
-                    if set_spawner is not None:
-                        set_spawner(self._spawn)
-                    self._running = True
-                    task_status.started()
-                    await self._sweep()
-        if set_spawner is not None:
-            set_spawner(None)
-
-    async def _run_channel(self, scope: anyio.CancelScope) -> None:
-        """The channel's housekeeping (lease renewal...), until the consumers stop."""
-        try:
-            with scope:
-                await self._worker.run()
-        except Exception:
-            logger.exception("the channel's housekeeping task failed; consumers go on")
-        finally:
-            if self._channel_stopped is not None:
-                self._channel_stopped.set()
-
     def _spawn(self, func: Callable[[], Coroutine[Any, Any, None]]) -> None:
         task_group = self._task_group
         if task_group is None:
             raise RuntimeError("the pool is not running")
         task_group.start_soon(func)
-
-    async def _sweep(self) -> None:
-        while True:
-            await anyio.sleep(self._cleanup_interval)
-            with self._cleanup_shield() as shield:
-                try:
-                    await self._sessions.sweep_expired()
-                except Exception:
-                    logger.exception("sweeping expired sessions failed")
-            if shield.cancelled_caught:
-                logger.error(
-                    "sweeping expired sessions was cut off %.1f s after the consumers stopped "
-                    "(a session on_end hook hangs)",
-                    self._cleanup_grace,
-                )
-
-    def _consumer_exited(self) -> None:
-        self._live_consumers -= 1
-        if self._live_consumers == 0:
-            # A sweep still running (its on_end hooks) gets the grace, no more.
-            self._cut_off_cleanups(anyio.current_time())
-            if self._sweeper_scope is not None:
-                self._sweeper_scope.cancel()
-            if self._channel_scope is not None:
-                self._channel_scope.cancel()
-            if self._consumers_done is not None:
-                self._consumers_done.set()
-
-    async def _consume(self, index: int) -> None:
-        # Each item runs in a copy of this context, so that a variable it sets is not
-        # seen by the next. Items run one after another inside the same copy while
-        # they leave it as they found it; after one that changed it, the next ones
-        # get a fresh copy. (Entering a context per item would cost more than the
-        # rest of a quick item's lifecycle.)
-        base = copy_context()
-        try:
-            while True:
-                context = base.copy()
-                if await run_in_context(self._consume_in(index, context, base), context):
-                    return
-        finally:
-            self._consumer_exited()
-
-    async def _consume_in(self, index: int, context: Context, base: Context) -> bool:
-        """Run items inside *context* until the channel is closed and empty (True),
-        or until an item leaves *context* changed (False)."""
-        worker = self._worker
-        claim_nowait = worker.claim_nowait
-        durable = self._durable
-        in_flight = self._in_flight
-        monotonic = time.monotonic
-        taken = 0
-        slice_started = monotonic()
-        while True:
-            if taken >= _SLICE_CHECK:
-                taken = 0
-                if monotonic() - slice_started >= _SLICE_SECONDS:
-                    await anyio.lowlevel.checkpoint()
-                    slice_started = monotonic()
-            try:
-                item = claim_nowait()
-            except anyio.WouldBlock:
-                try:
-                    item = await worker.claim()
-                except PoolClosedError:
-                    return True
-                slice_started = monotonic()
-            except PoolClosedError:
-                return True
-            taken += 1
-            if durable and await self._take_delivery(item):
-                continue  # rejected at claim: dead-lettered without running
-            in_flight[index] = item
-            try:
-                await self._process(item)
-            finally:
-                in_flight[index] = None
-            if context != base:
-                return False
-
-    # -- one item ------------------------------------------------------------------
-
-    async def _process(self, item: WorkItem) -> None:
-        """Run one item through its session, retry policy and attempts."""
-        item.state = _RUNNING
-        self._busy += 1
-        started = time.monotonic()
-        self._wait_times.add(started - item.enqueued_at)
-        slot = ItemSession(item, self._sessions)
-        failure: BaseException | None = None
-        retry_run: RetryRun | None = None
-        finished = False
-        # How the channel hears of the outcome; None once it has been told.
-        outcome: Settle | None = _DONE
-        try:
-            parent = item.parent_session
-            if parent is not None:
-                failure = self._join_parent(slot, parent)
-                if item._parent_held:  # a session of another manager: not joined
-                    await release_parent(item)
-            attempt = item.attempts + 1  # attempts carried over by a durable channel
-            while failure is None:
-                item.attempts = attempt
-                error = await self._attempt(item, attempt, slot)
-                if error is None:
-                    break
-                if not isinstance(error, Exception):  # the work's own CancelledError
-                    failure = error
-                    break
-                if retry_run is None:
-                    policy = item.retry or retry_of(item.work) or self._default_retry
-                    if policy is None:
-                        failure = error
-                        break
-                    retry_run = RetryRun(policy, started, attempt)
-                traceback = error.__traceback__
-                try:
-                    delay = await retry_run.next_delay(error)
-                except Exception as final:
-                    # tenacity re-raises the attempt's exception from frames that hold
-                    # it; with its own traceback back, no cycle keeps it alive.
-                    failure = final.with_traceback(traceback) if final is error else final
-                    break
-                finally:
-                    del error, traceback
-                if delay > self._worker.max_local_backoff:
-                    self._reschedule(item, delay)
-                    outcome = None
-                    break
-                # Always a checkpoint, so cancellation during a zero-second backoff
-                # ends the item rather than starting another attempt.
-                await anyio.sleep(delay)
-                attempt += 1
-                self._retried += 1
-            finished = True
-            if outcome is None:  # rescheduled
-                pass
-            elif item.state is not _RUNNING:
-                self._finished_late(item, failure)
-            elif failure is None:
-                item.state = _SUCCEEDED
-                self._succeeded += 1
-            else:
-                item.state = _FAILED
-                self._failed += 1
-                self._log_failure(item, slot, failure)
-                if self._on_dead_letter is not None:
-                    self._dead_lettered += 1
-                    await call_hook(self._on_dead_letter, "on_dead_letter", item, failure)
-                outcome = _DEAD
-                if self._durable:  # the channel formats the error now, keeps none of it
-                    self._worker.settle(item, _DEAD, reason="failed", error=failure)
-                    outcome = None
-        except BaseException:
-            if not finished and item.state is _RUNNING:
-                outcome = self._cancelled(item)
-            raise
-        finally:
-            failure = None
-            if retry_run is not None:
-                retry_run.close()
-            self._busy -= 1
-            if slot._joined:  # slot.held, without the property call
-                await self._release_session(slot)
-            finished_at = time.monotonic()
-            self._run_times.add(finished_at - started)
-            if self._item_listeners:
-                self._notify_item_listeners(item, started, finished_at)
-            if outcome is not None:
-                self._worker.settle(item, outcome)
-
-    async def _take_delivery(self, item: WorkItem) -> bool:
-        """Count a delivery from a durable channel; dead-letter it at once if the
-        channel rejected it (True: do not run it)."""
-        self._delivered += 1
-        if item.deliveries > 1:
-            self._redelivered += 1
-        rejection = item.rejection
-        if rejection is None:
-            return False
-        reason, error = rejection
-        item.rejection = None  # nothing keeps the exception once the hook returned
-        del rejection
-        item.state = _FAILED
-        self._failed += 1
-        logger.error(
-            "%s was dead-lettered without running (%s): %s: %s",
-            item.name,
-            reason,
-            type(error).__name__,
-            error,
-            extra={"work_name": item.name, "item_id": item.id, "reason": reason},
-        )
-        try:
-            if self._on_dead_letter is not None:
-                self._dead_lettered += 1
-                await call_hook(self._on_dead_letter, "on_dead_letter", item, error)
-        finally:
-            self._worker.settle(item, _DEAD, reason=reason, error=error)
-            del error
-        return True
-
-    def _reschedule(self, item: WorkItem, delay: float) -> None:
-        """The next retry of a durable item waits longer than the channel's lease
-        allows a consumer to hold it: put it back in the store for later."""
-        item.state = ItemState.QUEUED
-        self._rescheduled += 1
-        logger.info(
-            "%s rescheduled: attempt %d in %.1f s",
-            item.name,
-            item.attempts + 1,
-            delay,
-            extra={"work_name": item.name, "item_id": item.id, "attempt": item.attempts},
-        )
-        self._worker.settle(item, Settle.RESCHEDULED, delay=delay)
-
-    def _cancelled(self, item: WorkItem) -> Settle | None:
-        """The item was cancelled in flight (the shutdown deadline): a durable one is
-        handed back to its store, an in-memory one is reported cancelled."""
-        if self._durable:
-            item.state = ItemState.QUEUED
-            self._released_items.append(item)
-            self._worker.settle(item, Settle.RELEASED)
-            return None
-        item.state = _CANCELLED
-        self._cancelled_items.append(item)
-        return _DEAD
-
-    def _finished_late(self, item: WorkItem, failure: BaseException | None) -> None:
-        """An item shutdown gave up on has ended: it stays reported as cancelled."""
-        logger.warning(
-            "%s ended %s after shutdown had given up on it; it stays reported as cancelled",
-            item.name,
-            "successfully" if failure is None else f"with {type(failure).__name__}",
-            extra={"work_name": item.name, "item_id": item.id},
-        )
-
-    def add_item_listener(self, listener: Callable[[WorkItem, float, float], None]) -> None:
-        """Call ``listener(item, started_at, finished_at)`` after each item that ran.
-
-        The times are ``time.monotonic()`` readings; the item's state is final by
-        then. For instrumentation: a listener must be quick and must not block;
-        its exceptions are logged. With no listener the pool pays nothing.
-        """
-        self._item_listeners.append(listener)
-
-    def remove_item_listener(self, listener: Callable[[WorkItem, float, float], None]) -> None:
-        """Stop calling *listener*; no effect if it was not added."""
-        if listener in self._item_listeners:
-            self._item_listeners.remove(listener)
-
-    def _notify_item_listeners(self, item: WorkItem, started: float, finished: float) -> None:
-        for listener in self._item_listeners:
-            try:
-                listener(item, started, finished)
-            except Exception:
-                logger.exception("item listener %r raised; ignored", listener)
-
-    def _join_parent(self, slot: ItemSession, parent: Session) -> Exception | None:
-        try:
-            # Held since the channel accepted the item (see _session.hold_parent):
-            # still the request's session unless someone ended it meanwhile.
-            if (
-                not parent.ended
-                and parent._manager is self._sessions
-                and (slot.item._parent_held or self._sessions.is_active(parent))
-            ):
-                slot.item._parent_held = False  # the hold passes to the running item
-                slot.join(parent)
-            else:
-                logger.warning(
-                    "parent session %s of %s is not active (ended, expired or unknown); "
-                    "the item runs in a new session",
-                    parent.id,
-                    slot.item.name,
-                    extra={"work_name": slot.item.name, "session_id": parent.id},
-                )
-        except Exception as exc:
-            logger.exception(
-                "could not join session %s for %s",
-                parent.id,
-                slot.item.name,
-                extra={"work_name": slot.item.name, "session_id": parent.id},
-            )
-            return exc
-        return None
-
-    async def _attempt(
-        self, item: WorkItem, attempt: int, slot: ItemSession
-    ) -> BaseException | None:
-        """Run one attempt in a fresh scope; return its exception, or None on success."""
-        container = None
-        try:
-            if self._eager_factory:
-                container = self._factory()
-            scope = Scope(item, attempt, slot, self._factory, container)
-        except Exception as exc:
-            logger.exception(
-                "could not create the scope of %s (attempt %d)",
-                item.name,
-                attempt,
-                extra={"work_name": item.name, "attempt": attempt},
-            )
-            if container is not None:
-                # made for a scope that could not be (its session had ended): close it
-                await self._close_scope(Scope(item, attempt, None, None, container))
-            return exc
-        token = _current_scope.set(scope)
-        deadline: anyio.CancelScope | None = None
-        try:
-            timeout = item.timeout or self._task_timeout
-            if timeout is None:
-                if item._is_async:
-                    await item.work(scope, self._stop)  # type: ignore[misc]
-                else:
-                    await self._run_sync(item, scope)
-            else:
-                with anyio.fail_after(timeout) as deadline:
-                    if item._is_async:
-                        await item.work(scope, self._stop)  # type: ignore[misc]
-                    else:
-                        await self._run_sync(item, scope)
-        except Exception as exc:
-            if deadline is not None and deadline.cancel_called and isinstance(exc, TimeoutError):
-                self._timed_out += 1
-            return exc
-        except BaseException as exc:
-            if _works_own_cancelled_error(exc):
-                return exc
-            raise
-        finally:
-            _current_scope.reset(token)
-            if scope._container is not None:  # scope.needs_async_close
-                await self._close_scope(scope)
-            else:
-                scope._close_sync()
-        return None
-
-    async def _run_sync(self, item: WorkItem, scope: Scope) -> None:
-        result = await anyio.to_thread.run_sync(
-            _call_in_thread,
-            item.work,
-            scope,
-            self._stop,
-            limiter=self._limiter,
-            abandon_on_cancel=True,
-        )
-        if type(result) is _Awaitable:
-            # e.g. lambda scope, stopping: send(order): run the coroutine it made
-            await result.awaitable
-        elif type(result) is _Raised:
-            error, result.error = result.error, None
-            del result
-            try:
-                raise error  # type: ignore[misc]
-            finally:
-                del error  # this frame is in the traceback: hold nothing of it
-
-    @contextmanager
-    def _cleanup_shield(self) -> Iterator[anyio.CancelScope]:
-        """Shield a cleanup from cancellation, but not past the shutdown deadline: the
-        shield is registered so that `_cut_off_cleanups` can give it the grace, no more.
-        ``cancelled_caught`` on the yielded scope tells that it was cut off."""
-        shield = anyio.CancelScope(shield=True)
-        if self._cut_off_at is not None:
-            shield.deadline = self._cut_off_at + self._cleanup_grace
-        self._cleanup_scopes.add(shield)
-        try:
-            with shield:
-                yield shield
-        finally:
-            self._cleanup_scopes.discard(shield)
-
-    async def _close_scope(self, scope: Scope) -> None:
-        with self._cleanup_shield() as shield:
-            try:
-                await scope.aclose()
-            except Exception:
-                logger.exception(
-                    "cleanup of the scope of %s (attempt %d) failed",
-                    scope.item.name,
-                    scope.attempt,
-                    extra=_ids(scope),
-                )
-        if shield.cancelled_caught:
-            logger.error(
-                "cleanup of the scope of %s was cut off %.1f s after the shutdown deadline",
-                scope.item.name,
-                self._cleanup_grace,
-                extra=_ids(scope),
-            )
-
-    async def _release_session(self, slot: ItemSession) -> None:
-        session = slot.session
-        if session is None:
-            return
-        with self._cleanup_shield():
-            try:
-                await slot.manager.release(session, slot.item.id)
-            except Exception:
-                logger.exception(
-                    "releasing session %s of %s failed",
-                    session.id,
-                    slot.item.name,
-                    extra={"work_name": slot.item.name, "session_id": session.id},
-                )
-
-    def _log_failure(self, item: WorkItem, slot: ItemSession, exc: BaseException) -> None:
-        session = slot.session
-        logger.error(
-            "%s failed for good after %d attempt%s: %s: %s",
-            item.name,
-            item.attempts,
-            "" if item.attempts == 1 else "s",
-            type(exc).__name__,
-            exc,
-            exc_info=exc,
-            extra={
-                "work_name": item.name,
-                "attempt": item.attempts,
-                "item_id": item.id,
-                "scope_id": None,
-                "session_id": session.id if session is not None else None,
-            },
-        )
-
-    # -- shutdown ------------------------------------------------------------------
-
-    async def shutdown(self, deadline: float | None = None) -> DrainReport:
-        """Drain and stop the pool; return the `DrainReport`. Idempotent.
-
-        Closes intake (``enqueue*`` raise `PoolClosedError`), sets the `StopToken`,
-        lets the consumers finish what is queued; at the deadline, cancels in-flight
-        items and takes queued ones out unstarted, and calls ``on_abandoned`` with
-        every accepted item that did not finish. The drain is shielded from outer
-        cancellation and bounded by the deadline.
-
-        Called again while a drain runs, with an explicit *deadline*, it brings the
-        cut-off forward (never back) and waits for the same report: this is how a
-        second SIGTERM stops at once.
-
-        Args:
-            deadline: seconds the drain may take; default the pool's
-                ``shutdown_deadline``.
-
-        Raises:
-            ValueError: a negative deadline.
-        """
-        explicit = deadline is not None
-        deadline = (
-            self._shutdown_deadline
-            if deadline is None
-            else check_non_negative_seconds(deadline, "deadline")
-        )
-        if self._report is not None:
-            await anyio.lowlevel.checkpoint()
-            return self._report
-        if self._shutdown_done is not None:
-            wait = self._drain_wait
-            if explicit and wait is not None:
-                wait.deadline = min(wait.deadline, anyio.current_time() + deadline)
-            await self._shutdown_done.wait()
-            assert self._report is not None
-            return self._report
-        self._shutdown_done = anyio.Event()
-        try:
-            with anyio.CancelScope(shield=True):
-                report = self._report = await self._drain(deadline)
-        finally:
-            self._shutdown_done.set()
-        return report
-
-    async def _drain(self, deadline: float) -> DrainReport:
-        started = anyio.current_time()
-        self._worker.close()
-        self._stop.set()
-        deadline_hit = False
-        done = self._consumers_done
-        if self._running and done is not None:
-            wait = self._drain_wait = anyio.move_on_after(deadline)
-            with wait:
-                await done.wait()
-            if not done.is_set():
-                deadline_hit = True
-                self._abandon_queued()
-                self._cut_off(anyio.current_time())
-                with anyio.move_on_after(self._cleanup_grace + 0.5):
-                    await done.wait()
-                if not done.is_set():
-                    stuck = [item for item in self._in_flight if item is not None]
-                    logger.error(
-                        "%d consumer(s) did not stop within %.1f s of the shutdown deadline: "
-                        "their work ignores cancellation (%s); reported as cancelled and "
-                        "left running",
-                        self._live_consumers,
-                        self._cleanup_grace + 0.5,
-                        ", ".join(item.name for item in stuck),
-                    )
-                    for item in stuck:
-                        if not item.state.finished:
-                            item.state = ItemState.CANCELLED
-                            self._cancelled_items.append(item)
-        if not self._durable and self._worker.qsize():
-            deadline_hit = deadline_hit or self._running
-            self._abandon_queued()
-        self._running = False
-        await self._close_channel()
-        for item in self._abandoned_items:
-            if item._parent_held:  # it will never run: let its parent session go
-                await release_parent(item)
-        unfinished = [*self._cancelled_items, *self._abandoned_items]
-        if unfinished and self._on_abandoned is not None:
-            # The hook may use what is left of the deadline, plus the grace; no more.
-            drain_wait = self._drain_wait
-            until = drain_wait.deadline if drain_wait is not None else started + deadline
-            with anyio.move_on_at(max(until, anyio.current_time()) + self._cleanup_grace) as hook:
-                await call_hook(self._on_abandoned, "on_abandoned", unfinished)
-            if hook.cancelled_caught:
-                logger.error(
-                    "the on_abandoned hook was cut off %.1f s after the shutdown deadline",
-                    self._cleanup_grace,
-                )
-        report = DrainReport(
-            succeeded=self._succeeded,
-            failed=self._failed,
-            cancelled=tuple(self._cancelled_items),
-            abandoned=tuple(self._abandoned_items),
-            elapsed=anyio.current_time() - started,
-            deadline_hit=deadline_hit,
-            dropped=self._worker.dropped_total,
-            released=tuple(self._released_items),
-        )
-        log = logger.warning if unfinished else logger.info
-        log(
-            "pool shut down in %.3f s: %d succeeded, %d failed, %d dropped, %d cancelled, %d abandoned",
-            report.elapsed,
-            report.succeeded,
-            report.failed,
-            report.dropped,
-            len(report.cancelled),
-            len(report.abandoned),
-        )
-        return report
-
-    async def _close_channel(self) -> None:
-        """Let the channel flush what it holds (settlements), within a bound."""
-        with anyio.move_on_after(self._cleanup_grace + _CHANNEL_CLOSE_SECONDS) as bound:
-            stopped = self._channel_stopped
-            if stopped is not None and self._channel_scope is not None:
-                # Its housekeeping ends before it closes (already cancelled, unless a
-                # consumer is stuck in work that ignores cancellation).
-                self._channel_scope.cancel()
-                await stopped.wait()
-            try:
-                await self._worker.aclose()
-            except Exception:
-                logger.exception("closing the channel failed")
-        if bound.cancelled_caught:
-            logger.error(
-                "closing the channel took over %.1f s and was cut off; what it still held "
-                "is delivered again once its lease expires",
-                self._cleanup_grace + _CHANNEL_CLOSE_SECONDS,
-            )
-
-    def _cut_off_cleanups(self, now: float) -> None:
-        for shield in self._cleanup_scopes:
-            shield.deadline = min(shield.deadline, now + self._cleanup_grace)
-
-    def _abandon_queued(self) -> None:
-        for item in self._worker.take_all():
-            item.state = ItemState.ABANDONED
-            self._abandoned_items.append(item)
-
-    def _cut_off(self, now: float) -> None:
-        """The deadline has passed: cancel in-flight items, bound running cleanups."""
-        self._cut_off_at = now
-        self._cut_off_cleanups(now)
-        if self._consumer_scope is not None:
-            self._consumer_scope.cancel()
-
-
-@final
-class _Awaitable:
-    """What a sync work function returned that must be awaited on the loop, boxed:
-    trio refuses a coroutine as the return value of a thread."""
-
-    __slots__ = ("awaitable",)
-
-    def __init__(self, awaitable: Awaitable[Any]) -> None:
-        self.awaitable = awaitable
-
-
-@final
-class _Raised:
-    """What a sync work function raised, handed back from its thread rather than
-    raised there: raised through the thread runner's frames, the exception would be
-    kept alive by them (frame -> future -> exception -> traceback -> frame)."""
-
-    __slots__ = ("error",)
-
-    def __init__(self, error: Exception) -> None:
-        self.error: Exception | None = error
-
-
-def _call_in_thread(work: Work, scope: Scope, stopping: StopToken) -> object:
-    try:
-        result = work(scope, stopping)
-    except Exception as exc:
-        return _Raised(exc)
-    if inspect.isawaitable(result):
-        return _Awaitable(result)
-    return result
-
-
-def _works_own_cancelled_error(exc: BaseException) -> bool:
-    """Whether *exc* is a ``CancelledError`` the work raised while its task was not
-    being cancelled (it awaited a future or task that was cancelled, say): a failure
-    of the work like any other, not a cancellation of the consumer."""
-    if not isinstance(exc, asyncio.CancelledError):
-        return False
-    try:
-        task = asyncio.current_task()
-    except RuntimeError:  # not on asyncio (trio): it cannot be a cancellation
-        return True
-    return task is not None and task.cancelling() == 0
-
-
-def _ids(scope: Scope) -> dict[str, Any]:
-    slot_session = scope._slot.session if scope._slot is not None else None
-    return {
-        "work_name": scope.item.name,
-        "attempt": scope.attempt,
-        "scope_id": scope.id,
-        "session_id": slot_session.id if slot_session is not None else None,
-    }
-
-
-def _resolve_tasks(tasks: tuple[Any, ...]) -> Mapping[str, Any]:
-    """The registry of named tasks handed to ``channel.open``."""
-    # TODO(lead): once branch `tasks` is merged, workpool._task.resolve_tasks always
-    # exists; drop the guard and the {} fallback.
-    try:
-        from ._task import resolve_tasks  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        return {}
-    registry: Mapping[str, Any] = resolve_tasks(tasks)
-    return registry

@@ -1,4 +1,4 @@
-"""Per-attempt DI scopes (svcs by default) and the item's share of a session."""
+"""Per-attempt DI scopes (svcs by default)."""
 
 from __future__ import annotations
 
@@ -6,15 +6,22 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar, final, runtime_checkab
 
 import svcs
 
-from ._item import new_uuid4
+from ._uuid import new_uuid4
 
 if TYPE_CHECKING:
     from uuid import UUID
 
     from ._item import WorkItem
-    from ._session import Session, SessionManager
+    from ._session import ItemSession, Session
 
-__all__ = ["ItemSession", "Scope", "ScopeFactory", "ServiceContainer", "svcs_scope_factory"]
+__all__ = [
+    "Scope",
+    "ScopeFactory",
+    "ServiceContainer",
+    "close_scope_nowait",
+    "scope_log_ids",
+    "svcs_scope_factory",
+]
 
 T = TypeVar("T")
 
@@ -49,44 +56,6 @@ def svcs_scope_factory(registry: svcs.Registry) -> ScopeFactory:
         return svcs.Container(registry)
 
     return factory
-
-
-@final
-class ItemSession:
-    """One item's hold on its session, shared by all of its attempts.
-
-    With a live parent session the item joins it at once. Otherwise the item's own
-    session is made the first time anything reads it (``scope.session``,
-    ``scope.session_id``, a log record), since most background work never does.
-    """
-
-    __slots__ = ("_joined", "item", "manager", "session")
-
-    def __init__(self, item: WorkItem, manager: SessionManager) -> None:
-        self.item = item
-        self.manager = manager
-        self.session: Session | None = None
-        self._joined = False
-
-    def join(self, session: Session) -> None:
-        """Hold *session* for the item (its parent), through the session's own manager."""
-        self.manager = session._manager
-        self.manager.add_scope(session, self.item.id)
-        self.session = session
-        self._joined = True
-
-    def materialize(self) -> Session:
-        """The item's session, created (and held by the item) on first use."""
-        session = self.session
-        if session is None:
-            session = self.session = self.manager.create_session(self.item.id)
-            self._joined = True
-        return session
-
-    @property
-    def held(self) -> bool:
-        """Whether the item holds a session that must be released."""
-        return self._joined
 
 
 @final
@@ -223,12 +192,6 @@ class Scope:
         finally:
             self._detach()
 
-    def _close_sync(self) -> None:
-        """Close a scope that never made a container: nothing to await."""
-        self._closed = True
-        if self._attached:
-            self._detach()
-
     def _detach(self) -> None:
         if self._attached:
             self._attached = False
@@ -238,3 +201,30 @@ class Scope:
 
     def __repr__(self) -> str:
         return f"<Scope {self.item.name} attempt={self.attempt}{' closed' if self._closed else ''}>"
+
+
+def close_scope_nowait(scope: Scope) -> bool:
+    """Close *scope* at once if it never made a container (nothing to await), and
+    say so; False: it needs ``await scope.aclose()``.
+
+    A function of this module rather than a method: the item runner calls it once
+    per attempt, and it reads the scope's internals.
+    """
+    if scope._container is not None:
+        return False
+    scope._closed = True
+    if scope._attached:
+        scope._detach()
+    return True
+
+
+def scope_log_ids(scope: Scope) -> dict[str, Any]:
+    """The ``extra=`` of a log record about *scope*, without making its session."""
+    slot = scope._slot
+    session = slot.session if slot is not None else None
+    return {
+        "work_name": scope.item.name,
+        "attempt": scope.attempt,
+        "scope_id": scope.id,
+        "session_id": session.id if session is not None else None,
+    }

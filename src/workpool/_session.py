@@ -1,4 +1,10 @@
-"""Reference-counted sessions shared by requests and their background work."""
+"""Reference-counted sessions shared by requests and their background work.
+
+This module is also the one owner of an item's hold on its parent session: taken
+when the channel accepts the item (`hold_parent`), passed to the running item
+(`ItemSession.join_parent`), or released when the item will never run
+(`release_parent`, `release_parent_nowait`).
+"""
 
 from __future__ import annotations
 
@@ -8,15 +14,22 @@ from uuid import UUID
 
 from ._checks import check_seconds
 from ._hooks import Hook, Spawn, call_hook, try_spawn
-from ._item import new_uuid4
 from ._log import logger
+from ._uuid import new_uuid4
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Hashable, Iterator
 
     from ._item import WorkItem
 
-__all__ = ["Session", "SessionManager", "hold_parent", "release_parent", "release_parent_nowait"]
+__all__ = [
+    "ItemSession",
+    "Session",
+    "SessionManager",
+    "hold_parent",
+    "release_parent",
+    "release_parent_nowait",
+]
 
 
 @final
@@ -77,6 +90,11 @@ class Session:
     def scopes(self) -> frozenset[Hashable]:
         """The ids of the scopes holding the session now (a snapshot)."""
         return frozenset(self._scopes)
+
+    @property
+    def manager(self) -> SessionManager:
+        """The `SessionManager` that made the session."""
+        return self._manager
 
     @property
     def expires_immediately(self) -> bool:
@@ -249,7 +267,8 @@ def hold_parent(item: WorkItem) -> None:
 
 
 async def release_parent(item: WorkItem) -> None:
-    """Release a hold taken by `hold_parent` (the item will not run)."""
+    """Release a hold taken by `hold_parent` (the item will not run); no effect
+    without one."""
     session = item.parent_session
     if not item._parent_held or session is None:
         return
@@ -281,3 +300,80 @@ def release_parent_nowait(item: WorkItem, spawn: Spawn | None) -> None:
         "with no running pool to end it",
         session.id,
     )
+
+
+@final
+class ItemSession:
+    """One item's hold on its session, shared by all of its attempts.
+
+    With a live parent session the item joins it at once (`join_parent`). Otherwise
+    the item's own session is made the first time anything reads it
+    (``scope.session``, ``scope.session_id``, a log record), since most background
+    work never does. ``held`` tells whether there is a session to release.
+    """
+
+    __slots__ = ("held", "item", "manager", "session")
+
+    def __init__(self, item: WorkItem, manager: SessionManager) -> None:
+        self.item = item
+        self.manager = manager
+        self.session: Session | None = None
+        self.held = False
+
+    def join(self, session: Session) -> None:
+        """Hold *session* for the item (its parent), through the session's own manager."""
+        self.manager = session._manager
+        self.manager.add_scope(session, self.item.id)
+        self.session = session
+        self.held = True
+
+    async def join_parent(self) -> Exception | None:
+        """Join the item's parent session, taking over the hold the item has had
+        since the channel accepted it.
+
+        An inactive parent (ended, expired, or another manager's) is logged as a
+        warning and the item runs in a new session. Returns the exception that
+        prevented joining (logged), or ``None``.
+        """
+        item = self.item
+        parent = item.parent_session
+        if parent is None:
+            return None
+        failure: Exception | None = None
+        try:
+            # Held since the channel accepted the item (hold_parent): still the
+            # request's session unless someone ended it meanwhile.
+            if (
+                not parent.ended
+                and parent._manager is self.manager
+                and (item._parent_held or self.manager.is_active(parent))
+            ):
+                item._parent_held = False  # the hold passes to the running item
+                self.join(parent)
+            else:
+                logger.warning(
+                    "parent session %s of %s is not active (ended, expired or unknown); "
+                    "the item runs in a new session",
+                    parent.id,
+                    item.name,
+                    extra={"work_name": item.name, "session_id": parent.id},
+                )
+        except Exception as exc:
+            logger.exception(
+                "could not join session %s for %s",
+                parent.id,
+                item.name,
+                extra={"work_name": item.name, "session_id": parent.id},
+            )
+            failure = exc
+        if item._parent_held:  # a session of another manager: not joined
+            await release_parent(item)
+        return failure
+
+    def materialize(self) -> Session:
+        """The item's session, created (and held by the item) on first use."""
+        session = self.session
+        if session is None:
+            session = self.session = self.manager.create_session(self.item.id)
+            self.held = True
+        return session

@@ -21,15 +21,12 @@ from typing import TYPE_CHECKING, Any, final
 from ._log import logger
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Collection, Sequence
     from types import CodeType, FrameType
 
     from ._item import WorkItem
 
 __all__ = ["LoopWatchdog", "loop_poster"]
-
-# Frames of the pool's own per-item methods, whose local ``item`` is the running item.
-_ITEM_FRAMES = ("WorkerPool._attempt", "WorkerPool._process")
 
 
 def loop_poster() -> Callable[[Callable[[], object]], object]:
@@ -69,12 +66,16 @@ class LoopWatchdog:
         in_flight: the pool's list of running items (``None`` for idle consumers).
         post: schedules a callback on the loop from another thread (`loop_poster`).
         loop_thread: the loop thread's ident.
+        item_codes: the code objects of the pool's per-item frames, whose local
+            ``item`` is the item they run (``ItemRunner.frame_codes()``): where to
+            look when the work function's own frame is not on the stack.
     """
 
     __slots__ = (
         "_acked",
         "_in_flight",
         "_interval",
+        "_item_codes",
         "_loop_thread",
         "_post",
         "_posted",
@@ -89,8 +90,10 @@ class LoopWatchdog:
         in_flight: Sequence[WorkItem | None],
         post: Callable[[Callable[[], object]], object],
         loop_thread: int,
+        item_codes: Collection[CodeType] = (),
     ) -> None:
         self.threshold = threshold
+        self._item_codes = frozenset(item_codes)
         self._in_flight = in_flight
         self._post = post
         self._loop_thread = loop_thread
@@ -179,7 +182,7 @@ class LoopWatchdog:
         current: FrameType | None = frame
         while current is not None:
             frames.setdefault(current.f_code, current)
-            if current.f_code.co_qualname in _ITEM_FRAMES:
+            if current.f_code in self._item_codes:
                 pool_frames.append(current)
             current = current.f_back
         running = [item for item in list(self._in_flight) if item is not None]
