@@ -6,6 +6,7 @@ from typing import Any
 
 import anyio
 import pytest
+from tests.helpers.accounting import assert_accounted
 
 from workpool import (
     DrainReport,
@@ -16,13 +17,6 @@ from workpool import (
     WorkerPool,
     WorkItem,
 )
-
-
-def assert_accounted(pool: WorkerPool) -> None:
-    stats = pool.stats()
-    assert stats.enqueued == (
-        stats.succeeded + stats.failed + stats.dropped + stats.cancelled + stats.abandoned
-    )
 
 
 class Recorder:

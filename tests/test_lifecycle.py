@@ -10,6 +10,9 @@ import anyio
 import pytest
 import svcs
 from tenacity import stop_after_attempt
+from tests.helpers.accounting import assert_accounted
+from tests.helpers.services import Connection
+from tests.helpers.services import ConnectionTracker as Tracker
 
 from workpool import (
     ItemState,
@@ -26,36 +29,6 @@ from workpool import (
 if TYPE_CHECKING:
     from collections.abc import Iterator
     from uuid import UUID
-
-
-def assert_accounted(pool: WorkerPool) -> None:
-    stats = pool.stats()
-    assert stats.enqueued == (
-        stats.succeeded + stats.failed + stats.dropped + stats.cancelled + stats.abandoned
-    )
-
-
-class Connection:
-    """A scoped service whose factory is a generator with a cleanup."""
-
-    def __init__(self) -> None:
-        self.closed = False
-
-
-class Tracker:
-    def __init__(self) -> None:
-        self.created: list[Connection] = []
-
-    def registry(self) -> svcs.Registry:
-        def connect() -> Iterator[Connection]:
-            conn = Connection()
-            self.created.append(conn)
-            yield conn
-            conn.closed = True
-
-        registry = svcs.Registry()
-        registry.register_factory(Connection, connect)
-        return registry
 
 
 # -- scopes and scoped services ------------------------------------------------------

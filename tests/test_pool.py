@@ -7,6 +7,7 @@ from typing import Any
 
 import anyio
 import pytest
+from tests.helpers.accounting import assert_accounted
 
 from workpool import (
     FullMode,
@@ -20,13 +21,6 @@ from workpool import (
     WorkItem,
     current_scope,
 )
-
-
-def assert_accounted(pool: WorkerPool) -> None:
-    stats = pool.stats()
-    assert stats.enqueued == (
-        stats.succeeded + stats.failed + stats.dropped + stats.cancelled + stats.abandoned
-    )
 
 
 class Gate:

@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import pytest
-import svcs
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -19,6 +18,8 @@ from tenacity import (
     stop_after_delay,
     wait_fixed,
 )
+from tests.helpers.accounting import assert_accounted
+from tests.helpers.services import Connection, ConnectionTracker
 
 import workpool._retry
 from workpool import (
@@ -39,15 +40,7 @@ from workpool import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
     from uuid import UUID
-
-
-def assert_accounted(pool: WorkerPool) -> None:
-    stats = pool.stats()
-    assert stats.enqueued == (
-        stats.succeeded + stats.failed + stats.dropped + stats.cancelled + stats.abandoned
-    )
 
 
 class DeadLetters:
@@ -165,25 +158,13 @@ async def test_one_shared_policy_serves_concurrent_items() -> None:
 # -- scopes and sessions across attempts ---------------------------------------------
 
 
-class Connection:
-    def __init__(self) -> None:
-        self.closed = False
-
-
 @pytest.mark.anyio
 async def test_each_attempt_gets_a_fresh_scope_in_one_session() -> None:
     """Every attempt has a new scope and scoped services (the previous attempt's
     cleanups already ran) and the same session; scope.attempt is 1-based."""
-    created: list[Connection] = []
-
-    def connect() -> Iterator[Connection]:
-        conn = Connection()
-        created.append(conn)
-        yield conn
-        conn.closed = True
-
-    registry = svcs.Registry()
-    registry.register_factory(Connection, connect)
+    tracker = ConnectionTracker()
+    created = tracker.created
+    registry = tracker.registry()
     seen: list[tuple[UUID, int, UUID | None, Connection, list[bool]]] = []
 
     async def work(scope: Scope, stopping: StopToken) -> None:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import pytest
 import svcs
+from tests.helpers.services import CountingFactory
 
 from workpool import (
     LogContextFilter,
@@ -47,18 +48,6 @@ class Database:
 
 class Cache:
     """Another scoped service, made by an async factory."""
-
-
-class CountingFactory:
-    """A scope factory over an svcs registry that counts the containers it makes."""
-
-    def __init__(self, registry: svcs.Registry) -> None:
-        self.registry = registry
-        self.made = 0
-
-    def __call__(self) -> ServiceContainer:
-        self.made += 1
-        return svcs.Container(self.registry)
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ from uuid import UUID
 import anyio
 import pytest
 from tenacity import stop_after_attempt, wait_fixed
+from tests.helpers.accounting import assert_delivered_accounted
 from tests.helpers.durable import FakeDurableChannel
 
 from workpool import (
@@ -26,15 +27,6 @@ from workpool import (
 from workpool._seam import Settle
 
 pytestmark = pytest.mark.anyio
-
-
-def assert_delivered_accounted(pool: WorkerPool) -> None:
-    """The durable invariant: every delivery ended one of four ways."""
-    stats = pool.stats()
-    assert not stats.running
-    assert stats.delivered == (
-        stats.succeeded + stats.failed + stats.released + stats.rescheduled
-    ), stats
 
 
 async def noop(scope: Scope, stopping: StopToken) -> None:

@@ -7,6 +7,7 @@ import threading
 import anyio
 import anyio.to_thread
 import pytest
+from tests.helpers.accounting import assert_accounted
 
 from workpool import (
     FullMode,
@@ -19,13 +20,6 @@ from workpool import (
     WorkerPool,
     WorkItem,
 )
-
-
-def assert_accounted(pool: WorkerPool) -> None:
-    stats = pool.stats()
-    assert stats.enqueued == (
-        stats.succeeded + stats.failed + stats.dropped + stats.cancelled + stats.abandoned
-    )
 
 
 @pytest.mark.anyio

@@ -150,7 +150,6 @@ class WorkItem:
     __slots__ = (
         "_id",
         "_name",
-        "_parent_held",  # the hold on the parent session: _session.py alone uses it
         "_parent_session_id",
         "attempts",
         "deliveries",
@@ -193,7 +192,6 @@ class WorkItem:
         self._name = name
         self._id: UUID | None = None
         self.is_async = _is_async(work)
-        self._parent_held = False
         self.enqueued_at = time.monotonic()
         self.state = _QUEUED
         self.attempts = 0

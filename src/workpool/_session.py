@@ -251,8 +251,14 @@ class SessionManager:
 # own hold) before a consumer starts the item. So the item holds its parent session
 # from the moment the channel accepts it, not from when it starts: otherwise a
 # session that expires immediately would end in between, and the item would run in
-# a new one. The hold uses the item's id and the session's own manager; it passes to
-# the running item, or is released when the item is dropped or abandoned.
+# a new one. The hold is the item's id among the session's holders (through the
+# session's own manager): the running item holds the session under the same id, so
+# the hold passes to it as it joins, or is released when the item is dropped or
+# abandoned. Nothing else is recorded, on the item or elsewhere.
+
+
+def _holds(item: WorkItem, session: Session) -> bool:
+    return item.id in session._scopes
 
 
 def hold_parent(item: WorkItem) -> None:
@@ -263,16 +269,14 @@ def hold_parent(item: WorkItem) -> None:
     manager = session._manager
     if manager.is_active(session):
         manager.add_scope(session, item.id)
-        item._parent_held = True
 
 
 async def release_parent(item: WorkItem) -> None:
     """Release a hold taken by `hold_parent` (the item will not run); no effect
     without one."""
     session = item.parent_session
-    if not item._parent_held or session is None:
+    if session is None or not _holds(item, session):
         return
-    item._parent_held = False
     await session._manager.release(session, item.id)
 
 
@@ -283,9 +287,8 @@ def release_parent_nowait(item: WorkItem, spawn: Spawn | None) -> None:
     once it expires.
     """
     session = item.parent_session
-    if not item._parent_held or session is None:
+    if session is None or not _holds(item, session):
         return
-    item._parent_held = False
     session._scopes.discard(item.id)
     if session._scopes or session.ended:
         return
@@ -340,16 +343,16 @@ class ItemSession:
         if parent is None:
             return None
         failure: Exception | None = None
+        held = _holds(item, parent)
         try:
             # Held since the channel accepted the item (hold_parent): still the
             # request's session unless someone ended it meanwhile.
             if (
                 not parent.ended
                 and parent._manager is self.manager
-                and (item._parent_held or self.manager.is_active(parent))
+                and (held or self.manager.is_active(parent))
             ):
-                item._parent_held = False  # the hold passes to the running item
-                self.join(parent)
+                self.join(parent)  # under the item's id: the hold passes to it
             else:
                 logger.warning(
                     "parent session %s of %s is not active (ended, expired or unknown); "
@@ -366,7 +369,7 @@ class ItemSession:
                 extra={"work_name": item.name, "session_id": parent.id},
             )
             failure = exc
-        if item._parent_held:  # a session of another manager: not joined
+        if held and not self.held:  # a session of another manager: not joined
             await release_parent(item)
         return failure
 

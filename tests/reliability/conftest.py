@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 from hypothesis import HealthCheck, settings
+from tests.helpers.accounting import assert_shut_down_accounted
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -52,16 +53,7 @@ def _no_lost_tasks() -> Iterator[None]:
     assert not handler.messages, f"asyncio reported lost tasks: {handler.messages}"
 
 
-def _assert_accounted(pool: WorkerPool) -> None:
-    stats = pool.stats()
-    assert not stats.running
-    assert stats.queued == 0
-    assert stats.enqueued == (
-        stats.succeeded + stats.failed + stats.dropped + stats.cancelled + stats.abandoned
-    ), stats
-
-
 @pytest.fixture
 def assert_accounted() -> Callable[[WorkerPool], None]:
     """Check the accounting invariant of a pool that has shut down."""
-    return _assert_accounted
+    return assert_shut_down_accounted

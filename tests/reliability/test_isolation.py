@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import itertools
 from collections import Counter
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 import anyio
 import pytest
-import svcs
+from tests.helpers.services import CountingContainer, Resource, resource_registry
 
 from workpool import (
     RetryPolicy,
@@ -23,6 +22,8 @@ from workpool import (
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
+
+    import svcs
 
 pytestmark = pytest.mark.anyio
 
@@ -83,48 +84,10 @@ async def test_each_item_sees_only_its_own_scope() -> None:
     assert current_scope() is None
 
 
-class Resource:
-    """A scoped service whose cleanup is counted."""
-
-    ids = itertools.count()
-
-    def __init__(self) -> None:
-        self.id = next(self.ids)
-
-
-class CountingContainer:
-    """An svcs container that counts how often it is closed."""
-
-    def __init__(self, registry: svcs.Registry, made: list[CountingContainer]) -> None:
-        self._container = svcs.Container(registry)
-        self.closes = 0
-        made.append(self)
-
-    def get(self, svc_type: Any, /) -> Any:
-        return self._container.get(svc_type)
-
-    async def aget(self, svc_type: Any, /) -> Any:
-        return await self._container.aget(svc_type)
-
-    async def aclose(self) -> None:
-        self.closes += 1
-        await self._container.aclose()
-
-
 @pytest.fixture
 def resources() -> Iterator[tuple[svcs.Registry, Counter[int], Counter[int]]]:
     """A registry of `Resource`, with counts of resources opened and closed."""
-    opened: Counter[int] = Counter()
-    closed: Counter[int] = Counter()
-
-    def make_resource() -> Iterator[Resource]:
-        resource = Resource()
-        opened[resource.id] += 1
-        yield resource
-        closed[resource.id] += 1
-
-    registry = svcs.Registry()
-    registry.register_factory(Resource, make_resource)
+    registry, opened, closed = resource_registry()
     yield registry, opened, closed
     registry.close()
 
