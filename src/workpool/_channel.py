@@ -34,6 +34,21 @@ if TYPE_CHECKING:
 __all__ = ["BackgroundWorker", "Channel", "FullMode", "Settle", "parse_full_mode"]
 
 
+def _make_item(
+    work: Work,
+    parent_session: Session | None,
+    retry: RetryPolicy | None,
+    timeout: float | None,
+    name: str | None,
+    delay: float | None,
+    key: str | None,
+) -> WorkItem:
+    if delay is not None or key is not None:
+        # TODO(delay/key): the in-memory channel gets delay= and key= next.
+        raise NotImplementedError("delay= and key= are not supported yet in memory")
+    return WorkItem(work, parent_session, retry=retry, timeout=timeout, name=name)
+
+
 @final
 class BackgroundWorker:
     """A bounded FIFO channel of `WorkItem`, usable with or without a pool.
@@ -191,7 +206,7 @@ class BackgroundWorker:
         if retry is None and timeout is None and name is None and delay is None and key is None:
             item = WorkItem(work, parent_session)
         else:
-            item = self._make_item(work, parent_session, retry, timeout, name, delay, key)
+            item = _make_item(work, parent_session, retry, timeout, name, delay, key)
         if self._closed:
             raise self._closed_error()
         if len(self._items) >= self._capacity:
@@ -236,7 +251,7 @@ class BackgroundWorker:
         if retry is None and timeout is None and name is None and delay is None and key is None:
             item = WorkItem(work, parent_session)
         else:
-            item = self._make_item(work, parent_session, retry, timeout, name, delay, key)
+            item = _make_item(work, parent_session, retry, timeout, name, delay, key)
         if self._closed:
             raise self._closed_error()
         if len(self._items) >= self._capacity:
@@ -254,21 +269,6 @@ class BackgroundWorker:
             return item
         self._accept(item)
         return item
-
-    @staticmethod
-    def _make_item(
-        work: Work,
-        parent_session: Session | None,
-        retry: RetryPolicy | None,
-        timeout: float | None,
-        name: str | None,
-        delay: float | None,
-        key: str | None,
-    ) -> WorkItem:
-        if delay is not None or key is not None:
-            # TODO(delay/key): the in-memory channel gets delay= and key= next.
-            raise NotImplementedError("delay= and key= are not supported yet in memory")
-        return WorkItem(work, parent_session, retry=retry, timeout=timeout, name=name)
 
     def _accept(self, item: WorkItem) -> None:
         if item.parent_session is not None:
