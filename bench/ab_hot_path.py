@@ -31,49 +31,58 @@ import anyio
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def load_before(commit: str) -> ModuleType:
-    """Import the package as it was at *commit*, under the name ``workpool_before``."""
+def load_commit(commit: str, name: str) -> ModuleType:
+    """Import the package as it was at *commit*, under the name *name*."""
     archive = subprocess.run(
         ["git", "archive", commit, "src/workpool"], cwd=ROOT, capture_output=True, check=True
     ).stdout
     target = Path(tempfile.mkdtemp(prefix="workpool_ab_"))
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
         tar.extractall(target, filter="data")
-    (target / "src" / "workpool").rename(target / "workpool_before")
+    (target / "src" / "workpool").rename(target / name)
     sys.path.insert(0, str(target))
-    return importlib.import_module("workpool_before")
+    return importlib.import_module(name)
 
 
 async def noop(scope: Any, stopping: Any) -> None:
     """The no-op work function."""
 
 
-async def one_run(package: ModuleType, items: int, consumers: int, capacity: int) -> float:
-    """Seconds per item to enqueue *items* no-ops, run them and shut down."""
+async def one_run(
+    package: ModuleType, items: int, consumers: int, capacity: int
+) -> tuple[float, float]:
+    """Seconds per item to enqueue *items* no-ops, run them and shut down: wall
+    clock, and CPU time of the event loop's thread (which does all of the work for
+    no-op items, and which other processes on a loaded machine do not inflate)."""
     started = time.perf_counter()
+    cpu_started = time.thread_time()
     async with package.WorkerPool(consumers=consumers, capacity=capacity) as pool:
         enqueue = pool.enqueue
         for _ in range(items):
             await enqueue(noop)
+    cpu = time.thread_time() - cpu_started
     elapsed = time.perf_counter() - started
     assert pool.report.succeeded == items, pool.report
-    return elapsed / items
+    return elapsed / items, cpu / items
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--before", default="ccc5fe6")
+    parser.add_argument("--after", default=None, help="a commit; default: this tree")
     parser.add_argument("--rounds", type=int, default=11)
     parser.add_argument("--items", type=int, default=100_000)
     parser.add_argument("--consumers", type=int, default=4)
     parser.add_argument("--capacity", type=int, default=1_000)
     args = parser.parse_args()
 
-    import workpool as after
-
-    before = load_before(args.before)
+    if args.after is None:
+        import workpool as after
+    else:
+        after = load_commit(args.after, "workpool_after")
+    before = load_commit(args.before, "workpool_before")
     packages = {"before": before, "after": after}
-    samples: dict[tuple[str, str], list[float]] = {
+    samples: dict[tuple[str, str], list[tuple[float, float]]] = {
         (backend, name): [] for backend in ("asyncio", "trio") for name in packages
     }
     print(f"load before: {os.getloadavg()[0]:.2f} (1-min), {os.cpu_count()} cores")
@@ -95,12 +104,16 @@ def main() -> None:
     print(f"load after: {os.getloadavg()[0]:.2f} (1-min)")
     print(
         f"{args.items:,} no-op items, {args.consumers} consumers, capacity {args.capacity:,}, "
-        f"{args.rounds} rounds; median us per item (before = {args.before})"
+        f"{args.rounds} rounds; median us per item (before = {args.before}, "
+        f"after = {args.after or 'this tree'})"
     )
     for backend in ("asyncio", "trio"):
-        b = statistics.median(samples[backend, "before"]) * 1e6
-        a = statistics.median(samples[backend, "after"]) * 1e6
-        print(f"  {backend:8} before {b:6.3f}  after {a:6.3f}  after/before {a / b:.3f}")
+        for index, what in ((1, "cpu "), (0, "wall")):
+            b = statistics.median(s[index] for s in samples[backend, "before"]) * 1e6
+            a = statistics.median(s[index] for s in samples[backend, "after"]) * 1e6
+            print(
+                f"  {backend:8} {what}  before {b:6.3f}  after {a:6.3f}  after/before {a / b:.3f}"
+            )
 
 
 if __name__ == "__main__":

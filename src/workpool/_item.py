@@ -123,6 +123,21 @@ def work_name(work: Callable[..., Any]) -> str:
 
 
 @final
+class _Delivery:
+    """A `WorkItem`'s record of its delivery, for channels that keep one."""
+
+    __slots__ = ("deliveries", "key", "not_before", "parent_session_id", "receipt", "rejection")
+
+    def __init__(self) -> None:
+        self.deliveries = 1
+        self.receipt: object = None
+        self.rejection: tuple[str, Exception] | None = None
+        self.key: str | None = None
+        self.not_before = 0.0
+        self.parent_session_id: UUID | None = None
+
+
+@final
 class WorkItem:
     """One queued unit of background work.
 
@@ -148,18 +163,13 @@ class WorkItem:
     """
 
     __slots__ = (
+        "_delivery",
         "_id",
         "_name",
-        "_parent_session_id",
         "attempts",
-        "deliveries",
         "enqueued_at",
         "is_async",
-        "key",
-        "not_before",
         "parent_session",
-        "receipt",
-        "rejection",
         "retry",
         "state",
         "timeout",
@@ -195,12 +205,9 @@ class WorkItem:
         self.enqueued_at = time.monotonic()
         self.state = _QUEUED
         self.attempts = 0
-        self.deliveries = 1
-        self.receipt: object = None
-        self.rejection: tuple[str, Exception] | None = None
-        self.key: str | None = None
-        self.not_before = 0.0
-        self._parent_session_id: UUID | None = None
+        # What channels record about a delivery, made only by those that do: one
+        # store here instead of six keeps the in-memory item small and quick.
+        self._delivery: _Delivery | None = None
 
     @classmethod
     def restore(
@@ -234,14 +241,73 @@ class WorkItem:
         """
         item = cls(work, None, timeout=timeout, name=name)
         item._id = id
-        item.deliveries = deliveries
         item.attempts = attempts
-        item.receipt = receipt
-        item._parent_session_id = parent_session_id
-        item.key = key
+        delivery = item._delivery = _Delivery()
+        delivery.deliveries = deliveries
+        delivery.receipt = receipt
+        delivery.parent_session_id = parent_session_id
+        delivery.key = key
         if enqueued_at is not None:
             item.enqueued_at = enqueued_at
         return item
+
+    def _recorded(self) -> _Delivery:
+        delivery = self._delivery
+        if delivery is None:
+            delivery = self._delivery = _Delivery()
+        return delivery
+
+    @property
+    def deliveries(self) -> int:
+        """How many times a channel handed the item to a consumer (1 in memory)."""
+        delivery = self._delivery
+        return 1 if delivery is None else delivery.deliveries
+
+    @deliveries.setter
+    def deliveries(self, value: int) -> None:
+        self._recorded().deliveries = value
+
+    @property
+    def receipt(self) -> object:
+        """The channel's private handle on a claimed item (``None`` in memory)."""
+        delivery = self._delivery
+        return None if delivery is None else delivery.receipt
+
+    @receipt.setter
+    def receipt(self, value: object) -> None:
+        self._recorded().receipt = value
+
+    @property
+    def rejection(self) -> tuple[str, Exception] | None:
+        """``(reason, exception)`` when a durable channel found at claim that the
+        item must not run; ``None`` otherwise."""
+        delivery = self._delivery
+        return None if delivery is None else delivery.rejection
+
+    @rejection.setter
+    def rejection(self, value: tuple[str, Exception] | None) -> None:
+        self._recorded().rejection = value
+
+    @property
+    def key(self) -> str | None:
+        """The ``key=`` given at enqueue, if any."""
+        delivery = self._delivery
+        return None if delivery is None else delivery.key
+
+    @key.setter
+    def key(self, value: str | None) -> None:
+        self._recorded().key = value
+
+    @property
+    def not_before(self) -> float:
+        """``time.monotonic()`` before which the item must not start; 0.0 without
+        a ``delay=``."""
+        delivery = self._delivery
+        return 0.0 if delivery is None else delivery.not_before
+
+    @not_before.setter
+    def not_before(self, value: float) -> None:
+        self._recorded().not_before = value
 
     @property
     def id(self) -> UUID:
@@ -261,8 +327,9 @@ class WorkItem:
     def parent_session_id(self) -> UUID | None:
         """The id of the parent session: the one recorded by a durable channel, else
         ``parent_session.id``; ``None`` without a parent."""
-        if self._parent_session_id is not None:
-            return self._parent_session_id
+        delivery = self._delivery
+        if delivery is not None and delivery.parent_session_id is not None:
+            return delivery.parent_session_id
         parent = self.parent_session
         return parent.id if parent is not None else None
 
