@@ -1,0 +1,372 @@
+"""JSON for task arguments, and what a refused or dead message carries.
+
+The codec's rules live here: which values travel, dumping, the validator built from
+a task's signature, how errors read; also `RejectedMessage`, `DeadLetter` and
+`format_error`. Nothing here imports `_task` (which calls in and re-exports).
+
+Values that travel (checked before dumping, so that nothing is converted silently):
+``str``, ``int``, ``float`` (NaN and infinities as the JSON extensions ``NaN`` and
+``Infinity``), ``bool``, ``None``, ``list``, ``tuple``, ``set`` and ``frozenset``
+(as JSON arrays), ``dict`` with ``str``, ``int``, ``Enum`` or ``UUID`` keys,
+``datetime``, ``date``, ``time``, ``timedelta``, ``UUID``, ``Decimal``, ``Enum``
+members, dataclass instances and pydantic models. Anything else is refused:
+``bytes`` (not text: pass ``str`` or base64), open files, iterators and generators
+(pydantic would drain them into lists), functions, arbitrary objects.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import enum
+import inspect
+import reprlib
+import traceback
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, Final, NamedTuple, final
+from uuid import UUID
+
+import pydantic
+from pydantic_core import PydanticSerializationError, from_json, to_json
+
+__all__ = [
+    "ArgumentsValidator",
+    "DeadLetter",
+    "ParameterNames",
+    "RejectedMessage",
+    "build_validator",
+    "decode_arguments",
+    "encode_arguments",
+    "format_error",
+    "plain_arguments",
+    "short_repr",
+]
+
+#: Validates ``(*args, **kwargs)`` and returns them converted: ``(args, kwargs)``.
+ArgumentsValidator = Callable[..., tuple[tuple[Any, ...], dict[str, Any]]]
+
+_SCALARS: Final = frozenset({str, int, float, bool, type(None)})
+_ATOMS: Final = (
+    str,
+    int,
+    float,
+    datetime.date,  # datetime too
+    datetime.time,
+    datetime.timedelta,
+    UUID,
+    Decimal,
+)
+_LEAVES: Final = (*_ATOMS, pydantic.BaseModel)
+_ARRAYS: Final = (list, tuple, set, frozenset)
+_KEYS: Final = (str, int, enum.Enum, UUID)
+
+_TRAVELS: Final = (
+    "str, int, float, bool, None, list, tuple, set, dict, datetime, date, time, "
+    "timedelta, UUID, Decimal, Enum, dataclasses and pydantic models"
+)
+
+
+_repr = reprlib.Repr()
+_repr.maxstring = 60
+_repr.maxother = 60
+_repr.maxlist = _repr.maxtuple = _repr.maxdict = _repr.maxset = 6
+short_repr = _repr.repr
+
+
+class ParameterNames(NamedTuple):
+    """A task's own parameters, for messages: positional names and the ``*args`` name."""
+
+    positional: tuple[str, ...]
+    var_positional: str | None
+
+    def where(self, index: int) -> str:
+        """``args[1] (email)``: a positional argument by position and parameter name."""
+        if index < len(self.positional):
+            return f"args[{index}] ({self.positional[index]})"
+        return f"args[{index}]" + (f" (*{self.var_positional})" if self.var_positional else "")
+
+
+class RejectedMessage(Exception):
+    """A stored message that must not run; the channel dead-letters it.
+
+    Attributes:
+        reason: ``"unknown_task"`` or ``"bad_payload"`` (the dead letter's reason).
+    """
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def encode_arguments(
+    name: str,
+    names: ParameterNames,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    max_bytes: int,
+) -> bytes:
+    """``{"args": [...], "kwargs": {...}}`` as compact JSON (see `_task.encode_call`)."""
+    for value in args:
+        if type(value) not in _SCALARS:
+            _check_arguments(name, names, args, kwargs)
+            break
+    else:
+        for value in kwargs.values():
+            if type(value) not in _SCALARS:
+                _check_arguments(name, names, args, kwargs)
+                break
+    try:
+        # by_alias + round_trip: a model is dumped in the form it validates back from.
+        data = to_json({"args": args, "kwargs": kwargs}, by_alias=True, round_trip=True)
+    except (PydanticSerializationError, ValueError, TypeError) as exc:
+        for where, value in _items(names, args, kwargs):
+            reason = _dump_error(value)
+            if reason is not None:
+                raise TypeError(f"task {name!r}: cannot encode {where}: {reason}") from None
+        raise TypeError(f"task {name!r}: cannot encode its arguments: {exc}") from None
+    if len(data) > max_bytes:
+        raise ValueError(
+            f"task {name!r}: its arguments encode to {len(data):,} bytes, over the "
+            f"limit of {max_bytes:,} bytes (max_message_bytes); store large data elsewhere "
+            "and pass a reference (an id, a path, a URL)"
+        )
+    return data
+
+
+def _items(
+    names: ParameterNames, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Iterator[tuple[str, object]]:
+    for index, value in enumerate(args):
+        yield f"argument {names.where(index)}", value
+    for key, value in kwargs.items():
+        yield f"argument {key!r}", value
+
+
+def _check_arguments(
+    name: str, names: ParameterNames, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> None:
+    for where, value in _items(names, args, kwargs):
+        bad = find_unencodable(value)
+        if bad is not None:
+            path, culprit = bad
+            inside = f" (at {path.lstrip('.') or 'the top'})" if path else ""
+            raise TypeError(
+                f"task {name!r}: cannot encode {where}{inside}: a "
+                f"{type(culprit).__qualname__} ({short_repr(culprit)}) is not JSON; "
+                f"durable channels take {_TRAVELS}"
+            )
+
+
+def _dump_error(value: object) -> str | None:
+    try:
+        to_json(value, by_alias=True, round_trip=True)
+    except (PydanticSerializationError, ValueError, TypeError) as exc:
+        return str(exc)
+    return None
+
+
+def decode_arguments(
+    name: str,
+    names: ParameterNames,
+    validator: Callable[[], ArgumentsValidator],
+    payload: bytes | str,
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """Parse and validate a payload (see `_task.decode_call`).
+
+    Raises:
+        RejectedMessage: ``"bad_payload"``.
+    """
+    try:
+        data = from_json(payload)
+    except ValueError as exc:
+        raise RejectedMessage(
+            "bad_payload", f"task {name!r}: the payload is not JSON ({exc}): {_snippet(payload)}"
+        ) from None
+    args = data.get("args") if type(data) is dict else None
+    kwargs = data.get("kwargs") if type(data) is dict else None
+    if type(args) is not list or type(kwargs) is not dict:
+        raise RejectedMessage(
+            "bad_payload",
+            f'task {name!r}: the payload is not {{"args": [...], "kwargs": {{...}}}}: '
+            + _snippet(payload),
+        )
+    validate = validator()
+    try:
+        new_args, new_kwargs = validate(*args, **kwargs)
+    except pydantic.ValidationError as exc:
+        raise RejectedMessage(
+            "bad_payload",
+            f"task {name!r}: its arguments do not validate: "
+            + describe_validation_error(exc, names),
+        ) from None
+    if len(new_kwargs) != len(kwargs):  # drop the defaults pydantic filled in
+        new_kwargs = {key: new_kwargs[key] for key in kwargs}
+    return new_args, new_kwargs
+
+
+def _snippet(payload: bytes | str, limit: int = 200) -> str:
+    text = payload.decode("utf-8", "replace") if isinstance(payload, bytes) else payload
+    return repr(text if len(text) <= limit else text[:limit] + "...")
+
+
+def plain_arguments(payload: bytes | str) -> tuple[list[Any], dict[str, Any]]:
+    """A payload's ``args`` and ``kwargs`` as plain JSON values, without validation.
+
+    For dead letters, whose task may be unknown here: ``([], {})`` when the payload is
+    not of the shape `encode_call` writes (the dead letter's ``error`` says why).
+    """
+    try:
+        data = from_json(payload)
+    except ValueError:
+        return [], {}
+    if type(data) is not dict:
+        return [], {}
+    args, kwargs = data.get("args"), data.get("kwargs")
+    return (args if type(args) is list else [], kwargs if type(kwargs) is dict else {})
+
+
+def find_unencodable(value: object, path: str = "") -> tuple[str, object] | None:
+    """The first value inside *value* that does not travel, and its path; ``None`` if all do.
+
+    *path* is the path of *value* itself, extended with ``[i]``, ``[key]`` and
+    ``.field`` on the way down.
+    """
+    try:
+        return _find(value, path)
+    except RecursionError:
+        return path, value
+
+
+def _find(value: object, path: str) -> tuple[str, object] | None:
+    if type(value) in _SCALARS:
+        return None
+    if isinstance(value, _ARRAYS):
+        for i, item in enumerate(value):
+            if type(item) not in _SCALARS and (bad := _find(item, f"{path}[{i}]")) is not None:
+                return bad
+        return None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, _KEYS):
+                return f"{path} key {key!r}", key
+            if type(item) not in _SCALARS and (bad := _find(item, f"{path}[{key!r}]")) is not None:
+                return bad
+        return None
+    if isinstance(value, enum.Enum):
+        return _find(value.value, f"{path}.value")
+    if isinstance(value, _LEAVES):
+        # A model is dumped by its own serializer, which already refuses unknown types.
+        return None
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        for field in dataclasses.fields(value):
+            item = getattr(value, field.name)
+            if (
+                type(item) not in _SCALARS
+                and (bad := _find(item, f"{path}.{field.name}")) is not None
+            ):
+                return bad
+        return None
+    return path, value
+
+
+def build_validator(func: Callable[..., Any]) -> ArgumentsValidator:
+    """A pydantic validator for the arguments of *func* after ``(scope, stopping)``.
+
+    Only those parameters' annotations are evaluated (``scope: Scope`` imported under
+    ``TYPE_CHECKING`` is fine, so is an unresolvable return annotation); an
+    unannotated parameter takes any JSON value. The validator returns ``(args,
+    kwargs)`` converted, with defaults filled in as keywords.
+
+    Raises:
+        pydantic.PydanticUserError, NameError, TypeError: an annotation pydantic cannot
+            build a validator for (or a name it cannot resolve).
+    """
+    signature = inspect.signature(func)
+    parameters = list(signature.parameters.values())[2:]
+    annotations = getattr(func, "__annotations__", None) or {}
+
+    def collect(*args: Any, **kwargs: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        return args, kwargs
+
+    # pydantic reads the signature and annotations of the function it wraps, and
+    # resolves string annotations in the namespace of its module: give it a stand-in
+    # with only the task's own parameters, in the task's module.
+    collect.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=parameters, return_annotation=inspect.Signature.empty
+    )
+    collect.__annotations__ = {
+        p.name: annotations[p.name] for p in parameters if p.name in annotations
+    }
+    collect.__module__ = getattr(func, "__module__", None) or __name__
+    collect.__qualname__ = getattr(func, "__qualname__", collect.__qualname__)
+    collect.__name__ = getattr(func, "__name__", collect.__name__)
+    return pydantic.validate_call(collect)
+
+
+def describe_validation_error(error: pydantic.ValidationError, names: ParameterNames) -> str:
+    """One line per error: where (parameter name, and position for positional arguments), what."""
+    lines = []
+    for detail in error.errors(include_url=False, include_context=False):
+        loc = detail.get("loc", ())
+        head, rest = (loc[0], loc[1:]) if loc else ("", ())
+        where = names.where(head) if isinstance(head, int) else str(head) or "arguments"
+        where += "".join(f"[{part!r}]" for part in rest)
+        message = detail.get("msg", "invalid")
+        if detail.get("type") not in {"missing_argument", "missing_keyword_only_argument"}:
+            message += f", got {short_repr(detail.get('input'))}"
+        lines.append(f"{where}: {message}")
+    return "; ".join(lines)
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """An item that failed for good, kept by a durable channel for inspection and replay.
+
+    Attributes:
+        id: the message's id (the `WorkItem`'s ``id``).
+        name: the task's name.
+        args: positional arguments, as plain JSON values (not validated).
+        kwargs: keyword arguments, as plain JSON values.
+        reason: ``"failed"``, ``"delivery_limit"``, ``"unknown_task"`` or ``"bad_payload"``.
+        error: the last error, ``"ValueError: boom"``.
+        traceback: its traceback text, or ``None``.
+        attempts: attempts made.
+        deliveries: times the message was claimed.
+        failed_at: when it was dead-lettered (aware, UTC).
+    """
+
+    id: UUID
+    name: str
+    args: tuple[Any, ...] | list[Any]
+    kwargs: dict[str, Any]
+    reason: str
+    error: str
+    traceback: str | None
+    attempts: int
+    deliveries: int
+    failed_at: datetime.datetime
+
+
+_TRACEBACK_HEAD = 4_000
+_TRACEBACK_TAIL = 28_000
+
+
+def format_error(exc: BaseException) -> tuple[str, str | None]:
+    """*exc* as text, keeping no reference to it: ``("ValueError: boom", traceback)``.
+
+    The traceback is ``None`` when the exception was never raised; a very long one
+    keeps its head and its tail (where the error is).
+    """
+    error = "".join(traceback.format_exception_only(exc)).strip()
+    if exc.__traceback__ is None:
+        return error, None
+    text = "".join(traceback.format_exception(exc))
+    if len(text) > _TRACEBACK_HEAD + _TRACEBACK_TAIL:
+        cut = len(text) - _TRACEBACK_HEAD - _TRACEBACK_TAIL
+        text = (
+            f"{text[:_TRACEBACK_HEAD]}\n... {cut:,} characters cut ...\n{text[-_TRACEBACK_TAIL:]}"
+        )
+    return error, text
