@@ -58,6 +58,10 @@ class Address:
     number: int
 
 
+class Weird(enum.Enum):
+    OPAQUE = object()
+
+
 class Customer(pydantic.BaseModel):
     name: str
     since: datetime.datetime
@@ -415,7 +419,9 @@ class TestEncode:
             ((i for i in range(3)), "a generator"),
             ([1, 2, object()], r"\(at \[2\]\): a object"),
             ({"k": [{"deep": object()}]}, r"\(at \['k'\]\[0\]\['deep'\]\)"),
-            ({(1, 2): "tuple key"}, r"\(at  key \(1, 2\)\)"),
+            ({(1, 2): "tuple key"}, r"\(at key \(1, 2\)\): a tuple"),
+            ({"k": {(1, 2): "tuple key"}}, r"\(at \['k'\] key \(1, 2\)\)"),
+            (Weird.OPAQUE, r"\(at value\): a object"),
             ({1, frozenset([object()])}, "a object"),
             (Address("Main", cast("int", object())), r"\(at number\)"),
         ],
@@ -439,6 +445,22 @@ class TestEncode:
             encode_call(loose.bind(1, report=handle), max_bytes=LIMIT)
         assert "argument 'report'" in str(info.value)
         assert "durable channels take str, int" in str(info.value)
+
+    def test_circular_and_too_deep_structures_are_refused(self) -> None:
+        """A circular or absurdly deep structure is a TypeError, not a RecursionError."""
+        circular: list[object] = [1]
+        circular.append(circular)
+        with pytest.raises(TypeError, match="argument 'tree'"):
+            encode_call(loose.bind(1, tree=circular), max_bytes=LIMIT)
+        deep: list[object] = []
+        for _ in range(1_000):
+            deep = [deep]
+        with pytest.raises(TypeError, match="argument 'tree'"):
+            encode_call(loose.bind(1, tree=deep), max_bytes=LIMIT)
+        shallow: list[object] = []
+        for _ in range(50):
+            shallow = [shallow]
+        assert roundtrip(loose.bind(shallow)).args == (shallow,)
 
     def test_extra_positional_named_by_var_positional(self) -> None:
         """A bad value in *args is named by position and the *args name."""

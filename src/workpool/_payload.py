@@ -47,7 +47,21 @@ __all__ = [
 #: Validates ``(*args, **kwargs)`` and returns them converted: ``(args, kwargs)``.
 ArgumentsValidator = Callable[..., tuple[tuple[Any, ...], dict[str, Any]]]
 
-_SCALARS: Final = frozenset({str, int, float, bool, type(None)})
+#: Types whose values travel as they are; grows with leaf types met (models, subclasses).
+_PLAIN: set[type] = {
+    str,
+    int,
+    float,
+    bool,
+    type(None),
+    datetime.datetime,
+    datetime.date,
+    datetime.time,
+    datetime.timedelta,
+    UUID,
+    Decimal,
+}
+_MAX_DEPTH: Final = 200  # deeper (or circular) structures are refused
 _ATOMS: Final = (
     str,
     int,
@@ -108,15 +122,13 @@ def encode_arguments(
     max_bytes: int,
 ) -> bytes:
     """``{"args": [...], "kwargs": {...}}`` as compact JSON (see `_task.encode_call`)."""
+    plain = _PLAIN
     for value in args:
-        if type(value) not in _SCALARS:
-            _check_arguments(name, names, args, kwargs)
-            break
-    else:
-        for value in kwargs.values():
-            if type(value) not in _SCALARS:
-                _check_arguments(name, names, args, kwargs)
-                break
+        if type(value) not in plain and _find(value) is not None:
+            _raise_unencodable(name, names, args, kwargs)
+    for value in kwargs.values():
+        if type(value) not in plain and _find(value) is not None:
+            _raise_unencodable(name, names, args, kwargs)
     try:
         # by_alias + round_trip: a model is dumped in the form it validates back from.
         data = to_json({"args": args, "kwargs": kwargs}, by_alias=True, round_trip=True)
@@ -144,14 +156,15 @@ def _items(
         yield f"argument {key!r}", value
 
 
-def _check_arguments(
+def _raise_unencodable(
     name: str, names: ParameterNames, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> None:
     for where, value in _items(names, args, kwargs):
         bad = find_unencodable(value)
         if bad is not None:
             path, culprit = bad
-            inside = f" (at {path.lstrip('.') or 'the top'})" if path else ""
+            path = path.lstrip(". ")
+            inside = f" (at {path if len(path) <= 80 else path[:77] + '...'})" if path else ""
             raise TypeError(
                 f"task {name!r}: cannot encode {where}{inside}: a "
                 f"{type(culprit).__qualname__} ({short_repr(culprit)}) is not JSON; "
@@ -227,48 +240,57 @@ def plain_arguments(payload: bytes | str) -> tuple[list[Any], dict[str, Any]]:
     return (args if type(args) is list else [], kwargs if type(kwargs) is dict else {})
 
 
-def find_unencodable(value: object, path: str = "") -> tuple[str, object] | None:
+def find_unencodable(value: object) -> tuple[str, object] | None:
     """The first value inside *value* that does not travel, and its path; ``None`` if all do.
 
-    *path* is the path of *value* itself, extended with ``[i]``, ``[key]`` and
-    ``.field`` on the way down.
+    The path reads like Python: ``[2]``, ``['key']``, ``.field``, `` key (1, 2)``.
     """
-    try:
-        return _find(value, path)
-    except RecursionError:
-        return path, value
-
-
-def _find(value: object, path: str) -> tuple[str, object] | None:
-    if type(value) in _SCALARS:
+    bad = _find(value)
+    if bad is None:
         return None
+    segments, culprit = bad
+    return "".join(reversed(segments)), culprit
+
+
+def _find(value: object, depth: int = 0) -> tuple[list[str], object] | None:
+    # Paths are built on the way back up, only for a value that does not travel.
+    if type(value) in _PLAIN:
+        return None
+    if depth > _MAX_DEPTH:
+        return ["..."], value
+    depth += 1
     if isinstance(value, _ARRAYS):
         for i, item in enumerate(value):
-            if type(item) not in _SCALARS and (bad := _find(item, f"{path}[{i}]")) is not None:
+            if type(item) not in _PLAIN and (bad := _find(item, depth)) is not None:
+                bad[0].append(f"[{i}]")
                 return bad
         return None
     if isinstance(value, dict):
         for key, item in value.items():
             if not isinstance(key, _KEYS):
-                return f"{path} key {key!r}", key
-            if type(item) not in _SCALARS and (bad := _find(item, f"{path}[{key!r}]")) is not None:
+                return [f" key {key!r}"], key
+            if type(item) not in _PLAIN and (bad := _find(item, depth)) is not None:
+                bad[0].append(f"[{key!r}]")
                 return bad
         return None
     if isinstance(value, enum.Enum):
-        return _find(value.value, f"{path}.value")
+        bad = _find(value.value, depth)
+        if bad is not None:
+            bad[0].append(".value")
+        return bad
     if isinstance(value, _LEAVES):
-        # A model is dumped by its own serializer, which already refuses unknown types.
+        # A model is dumped by its own serializer, which refuses unknown types itself.
+        # Remember the type: the set is bounded by the program's own classes.
+        _PLAIN.add(type(value))
         return None
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         for field in dataclasses.fields(value):
             item = getattr(value, field.name)
-            if (
-                type(item) not in _SCALARS
-                and (bad := _find(item, f"{path}.{field.name}")) is not None
-            ):
+            if type(item) not in _PLAIN and (bad := _find(item, depth)) is not None:
+                bad[0].append(f".{field.name}")
                 return bad
         return None
-    return path, value
+    return [], value
 
 
 def build_validator(func: Callable[..., Any]) -> ArgumentsValidator:
