@@ -11,7 +11,7 @@ import textwrap
 import types
 import uuid
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import anyio
 import pydantic
@@ -117,6 +117,29 @@ def with_defaults(
 
 class Opaque:
     """A type pydantic cannot validate from JSON."""
+
+
+class StrictCustomer(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(strict=True)
+    since: datetime.datetime
+    ref: uuid.UUID
+    color: Color
+    pair: tuple[int, int]
+
+
+@task
+def strict(
+    scope: Scope,
+    stopping: StopToken,
+    customer: StrictCustomer,
+    ident: Annotated[uuid.UUID, pydantic.Strict()],
+) -> None:
+    """Strict models and fields take what they take from JSON."""
+
+
+@task
+def variadic(scope: Scope, stopping: StopToken, first: int, /, *nums: int, **flags: bool) -> None:
+    """A positional-only parameter, typed *args and **kwargs."""
 
 
 @task
@@ -568,14 +591,59 @@ class TestDecode:
         call = roundtrip(with_defaults.bind(1, c=[2]))
         assert call.kwargs == {"c": [2]}
 
+    def test_strict_models_and_fields_take_json_forms(self) -> None:
+        """Validation is pydantic's JSON mode: strict types accept their JSON form."""
+        customer = StrictCustomer(
+            since=datetime.datetime(2026, 1, 1), ref=uuid.UUID(int=3), color=Color.RED, pair=(1, 2)
+        )
+        call = strict.bind(customer, uuid.UUID(int=4))
+        assert roundtrip(call) == call
+
+    def test_typed_var_positional_and_var_keyword(self) -> None:
+        """*args and **kwargs are validated item by item and keep their shape."""
+        call = decode_call(
+            registry(variadic),
+            variadic.name,
+            '{"args":[1,"2",3],"kwargs":{"verbose":true,"dry":false}}',
+        )
+        assert call.args == (1, 2, 3)
+        assert call.kwargs == {"verbose": True, "dry": False}
+        with pytest.raises(
+            RejectedMessage, match=r"args\[2\] \(\*nums\): Input should be a valid integer"
+        ):
+            decode_call(registry(variadic), variadic.name, '{"args":[1,2,"x"],"kwargs":{}}')
+        with pytest.raises(RejectedMessage, match=r"verbose: Input should be a valid boolean"):
+            decode_call(
+                registry(variadic), variadic.name, '{"args":[1],"kwargs":{"verbose":"maybe"}}'
+            )
+
+    def test_positional_only_by_keyword(self) -> None:
+        """A positional-only parameter given by keyword goes to **kwargs, as in Python."""
+        with pytest.raises(RejectedMessage, match="first: Missing required argument"):
+            decode_call(registry(variadic), variadic.name, '{"args":[],"kwargs":{"first":true}}')
+        call = decode_call(
+            registry(variadic), variadic.name, '{"args":[0],"kwargs":{"first":true}}'
+        )
+        assert call.args == (0,)
+        assert call.kwargs == {"first": True}
+
+    def test_unresolvable_annotation(self) -> None:
+        """A task whose annotation names nothing rejects its messages with the NameError."""
+
+        def job(scope: Scope, stopping: StopToken, n: int) -> None: ...
+
+        job.__annotations__["n"] = "NoSuchType"
+        with pytest.raises(RejectedMessage, match="NameError"):
+            roundtrip(task(job).bind(1))
+
     def test_validator_is_built_lazily_once(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """A task's validator is built on its first decode, then reused."""
         built: list[object] = []
         real = workpool._payload.build_validator
 
-        def counting(func: Any) -> Any:
+        def counting(func: Any, names: Any) -> Any:
             built.append(func)
-            return real(func)
+            return real(func, names)
 
         monkeypatch.setattr("workpool._task.build_validator", counting)
 

@@ -21,15 +21,20 @@ import datetime
 import enum
 import inspect
 import reprlib
+import sys
 import traceback
-from collections.abc import Callable, Iterator
+import typing
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Final, NamedTuple, final
 from uuid import UUID
 
 import pydantic
+import typing_extensions
 from pydantic_core import PydanticSerializationError, from_json, to_json
+
+if typing.TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
 
 __all__ = [
     "ArgumentsValidator",
@@ -44,8 +49,6 @@ __all__ = [
     "short_repr",
 ]
 
-#: Validates ``(*args, **kwargs)`` and returns them converted: ``(args, kwargs)``.
-ArgumentsValidator = Callable[..., tuple[tuple[Any, ...], dict[str, Any]]]
 
 #: Types whose values travel as they are; grows with leaf types met (models, subclasses).
 _PLAIN: set[type] = {
@@ -205,18 +208,12 @@ def decode_arguments(
             f'task {name!r}: the payload is not {{"args": [...], "kwargs": {{...}}}}: '
             + _snippet(payload),
         )
-    validate = validator()
-    try:
-        new_args, new_kwargs = validate(*args, **kwargs)
-    except pydantic.ValidationError as exc:
+    result = validator().validate(args, kwargs)
+    if type(result) is str:
         raise RejectedMessage(
-            "bad_payload",
-            f"task {name!r}: its arguments do not validate: "
-            + describe_validation_error(exc, names),
-        ) from None
-    if len(new_kwargs) != len(kwargs):  # drop the defaults pydantic filled in
-        new_kwargs = {key: new_kwargs[key] for key in kwargs}
-    return new_args, new_kwargs
+            "bad_payload", f"task {name!r}: its arguments do not validate: {result}"
+        )
+    return result  # type: ignore[return-value]
 
 
 def _snippet(payload: bytes | str, limit: int = 200) -> str:
@@ -293,53 +290,145 @@ def _find(value: object, depth: int = 0) -> tuple[list[str], object] | None:
     return [], value
 
 
-def build_validator(func: Callable[..., Any]) -> ArgumentsValidator:
-    """A pydantic validator for the arguments of *func* after ``(scope, stopping)``.
+@final
+class ArgumentsValidator:
+    """Validates a task's JSON arguments against its annotations, in pydantic's JSON mode.
 
-    Only those parameters' annotations are evaluated (``scope: Scope`` imported under
-    ``TYPE_CHECKING`` is fine, so is an unresolvable return annotation); an
-    unannotated parameter takes any JSON value. The validator returns ``(args,
-    kwargs)`` converted, with defaults filled in as keywords.
+    Built once per task by `build_validator`. The arguments are matched to the
+    parameters as Python would (too many, missing, doubled or unknown arguments are
+    errors), then validated as one JSON object by a pydantic ``TypedDict`` of the
+    parameters, so that strict models and fields accept what they accept from JSON
+    (a ``datetime`` string, a ``UUID`` string) and nothing is coerced that JSON input
+    would not be.
+    """
+
+    __slots__ = ("_keyword", "_names", "_positional", "_validate_json", "_var_keyword")
+
+    def __init__(
+        self,
+        adapter: pydantic.TypeAdapter[dict[str, Any]],
+        names: ParameterNames,
+        keyword: frozenset[str],
+        var_keyword: str | None,
+    ) -> None:
+        self._validate_json = adapter.validator.validate_json  # skips a Python layer
+        self._names = names
+        self._positional = names.positional
+        self._keyword = keyword  # parameters that may be given by keyword
+        self._var_keyword = var_keyword
+
+    def validate(
+        self, args: list[Any], kwargs: dict[str, Any]
+    ) -> tuple[tuple[Any, ...], dict[str, Any]] | str:
+        """``(args, kwargs)`` converted, in the shape given; or what is wrong, as text."""
+        positional = self._positional
+        given = len(args)
+        extra = given - len(positional)
+        if extra > 0:
+            var_positional = self._names.var_positional
+            if var_positional is None:
+                return f"{self._names.where(len(positional))}: Unexpected positional argument"
+            named = dict(zip(positional, args))  # noqa: B905 - args may be fewer (defaults)
+            named[var_positional] = args[len(positional) :]
+        else:
+            named = dict(zip(positional, args))  # noqa: B905 - args may be fewer (defaults)
+        if kwargs:
+            error = self._add_keywords(named, kwargs)
+            if error is not None:
+                return error
+        try:
+            valid: dict[str, Any] = self._validate_json(to_json(named))
+        except pydantic.ValidationError as exc:
+            return self._describe(exc, given)
+        new_args = tuple([valid[key] for key in positional[:given]])
+        if extra > 0:
+            new_args += tuple(valid[self._names.var_positional])  # type: ignore[index]
+        if not kwargs:
+            return new_args, {}
+        var_keyword, keyword = self._var_keyword, self._keyword
+        if var_keyword is None:
+            return new_args, {key: valid[key] for key in kwargs}
+        rest = valid.get(var_keyword, {})
+        return new_args, {key: valid[key] if key in keyword else rest[key] for key in kwargs}
+
+    def _add_keywords(self, named: dict[str, Any], kwargs: dict[str, Any]) -> str | None:
+        var_keyword, keyword = self._var_keyword, self._keyword
+        for key, value in kwargs.items():
+            if key in keyword:
+                if key in named:
+                    return f"{key}: Got multiple values for argument"
+                named[key] = value
+            elif var_keyword is not None:
+                named.setdefault(var_keyword, {})[key] = value
+            else:
+                return f"{key}: Unexpected keyword argument"
+        return None
+
+    def _describe(self, error: pydantic.ValidationError, given: int) -> str:
+        positional, var_positional = self._names
+        lines = []
+        for detail in error.errors(include_url=False, include_context=False):
+            loc = list(detail.get("loc", ()))
+            head = loc.pop(0) if loc else ""
+            if head in positional and positional.index(str(head)) < given:
+                where = self._names.where(positional.index(str(head)))
+            elif head == var_positional and loc and isinstance(loc[0], int):
+                where = self._names.where(len(positional) + typing.cast("int", loc.pop(0)))
+            elif head == self._var_keyword and loc:
+                where = str(loc.pop(0))
+            else:
+                where = str(head) or "arguments"
+            where += "".join(f"[{part!r}]" for part in loc)
+            if detail.get("type") == "missing":
+                lines.append(f"{where}: Missing required argument")
+            else:
+                lines.append(f"{where}: {detail['msg']}, got {short_repr(detail.get('input'))}")
+        return "; ".join(lines)
+
+
+# The functional TypedDict form with a computed name and fields: opaque to type checkers.
+# pydantic needs typing_extensions' TypedDict before Python 3.12 (it depends on it).
+_make_typed_dict: Any = typing_extensions.TypedDict
+
+
+def build_validator(func: Callable[..., Any], names: ParameterNames) -> ArgumentsValidator:
+    """The `ArgumentsValidator` for *func*'s parameters after ``(scope, stopping)``.
+
+    Only those parameters' annotations are evaluated, in the namespace of *func*'s
+    module (``scope: Scope`` imported under ``TYPE_CHECKING`` is fine, so is an
+    unresolvable return annotation); an unannotated parameter takes any JSON value.
 
     Raises:
-        pydantic.PydanticUserError, NameError, TypeError: an annotation pydantic cannot
-            build a validator for (or a name it cannot resolve).
+        Exception: an annotation that cannot be resolved (``NameError``) or that
+            pydantic cannot validate (``pydantic.PydanticSchemaGenerationError``).
     """
-    signature = inspect.signature(func)
-    parameters = list(signature.parameters.values())[2:]
+    parameters = list(inspect.signature(func).parameters.values())[2:]
     annotations = getattr(func, "__annotations__", None) or {}
 
-    def collect(*args: Any, **kwargs: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
-        return args, kwargs
+    def own() -> None: ...
 
-    # pydantic reads the signature and annotations of the function it wraps, and
-    # resolves string annotations in the namespace of its module: give it a stand-in
-    # with only the task's own parameters, in the task's module.
-    collect.__signature__ = signature.replace(  # type: ignore[attr-defined]
-        parameters=parameters, return_annotation=inspect.Signature.empty
-    )
-    collect.__annotations__ = {
-        p.name: annotations[p.name] for p in parameters if p.name in annotations
-    }
-    collect.__module__ = getattr(func, "__module__", None) or __name__
-    collect.__qualname__ = getattr(func, "__qualname__", collect.__qualname__)
-    collect.__name__ = getattr(func, "__name__", collect.__name__)
-    return pydantic.validate_call(collect)
-
-
-def describe_validation_error(error: pydantic.ValidationError, names: ParameterNames) -> str:
-    """One line per error: where (parameter name, and position for positional arguments), what."""
-    lines = []
-    for detail in error.errors(include_url=False, include_context=False):
-        loc = detail.get("loc", ())
-        head, rest = (loc[0], loc[1:]) if loc else ("", ())
-        where = names.where(head) if isinstance(head, int) else str(head) or "arguments"
-        where += "".join(f"[{part!r}]" for part in rest)
-        message = detail.get("msg", "invalid")
-        if detail.get("type") not in {"missing_argument", "missing_keyword_only_argument"}:
-            message += f", got {short_repr(detail.get('input'))}"
-        lines.append(f"{where}: {message}")
-    return "; ".join(lines)
+    # get_type_hints() on a stand-in holding only the task's own annotations.
+    own.__annotations__ = {p.name: annotations[p.name] for p in parameters if p.name in annotations}
+    module = sys.modules.get(getattr(func, "__module__", None) or "")
+    hints = typing.get_type_hints(own, globalns=vars(module) if module else {}, include_extras=True)
+    fields: dict[str, Any] = {}
+    keyword = set()
+    var_keyword = None
+    for p in parameters:
+        hint = hints.get(p.name, Any)
+        if p.kind is p.VAR_POSITIONAL:
+            fields[p.name] = typing_extensions.NotRequired[list[hint]]  # type: ignore[valid-type]
+        elif p.kind is p.VAR_KEYWORD:
+            fields[p.name] = typing_extensions.NotRequired[dict[str, hint]]  # type: ignore[valid-type]
+            var_keyword = p.name
+        else:
+            fields[p.name] = hint if p.default is p.empty else typing_extensions.NotRequired[hint]
+            if p.kind is not p.POSITIONAL_ONLY:
+                keyword.add(p.name)
+    shape = _make_typed_dict(f"{getattr(func, '__qualname__', 'task')}.arguments", fields)
+    shape.__pydantic_config__ = pydantic.ConfigDict(extra="forbid")
+    adapter: pydantic.TypeAdapter[dict[str, Any]] = pydantic.TypeAdapter(shape)
+    return ArgumentsValidator(adapter, names, frozenset(keyword), var_keyword)
 
 
 @final

@@ -179,7 +179,7 @@ class Task(Generic[P]):
             if self._validator_error is not None:
                 raise RejectedMessage("bad_payload", self._validator_error)
             try:
-                validator = self._validator = build_validator(self.func)
+                validator = self._validator = build_validator(self.func, self._names)
             except Exception as exc:  # pydantic: an annotation it cannot validate from JSON
                 self._validator_error = (
                     f"task {self.name!r} cannot validate its arguments from JSON "
