@@ -354,10 +354,11 @@ def encode_call(call: TaskCall, *, max_bytes: int) -> bytes:
 def decode_call(tasks: Mapping[str, Task[...]], name: str, payload: bytes | str) -> TaskCall:
     """The `TaskCall` a stored message stands for, its arguments validated and converted.
 
-    Arguments are validated against the annotations of the task function's own
-    parameters (pydantic, lax mode): a ``datetime`` string arrives as a ``datetime``, a
-    dict as the annotated model or dataclass; unannotated parameters take the JSON
-    value as it is. Defaults are left to the function.
+    Arguments are matched to the task function's own parameters as Python would, then
+    validated against their annotations in pydantic's JSON mode: a ``datetime`` string
+    arrives as a ``datetime``, an object as the annotated model or dataclass, also
+    for strict models; unannotated parameters take the JSON value as it is. Defaults
+    are left to the function. The validator is built on a task's first decode.
 
     Raises:
         RejectedMessage: reason ``"unknown_task"`` when *name* is not in *tasks*;
