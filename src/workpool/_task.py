@@ -161,17 +161,19 @@ class Task(Generic[P]):
                 self._signature.bind(None, None, *args, **kwargs)
             except TypeError as exc:
                 raise TypeError(
-                    f"task {self.name!r}: {exc}; it takes {self.parameters_text()}"
+                    f"task {self.name!r}: {exc}; it takes {self._parameters_text()}"
                 ) from None
         return TaskCall(self, args, kwargs)
 
-    def parameters_text(self) -> str:
+    def _parameters_text(self) -> str:
         """The task's own parameters, after ``(scope, stopping)``, as source text."""
         own = [
             p.replace(annotation=_Source(p.annotation)) if isinstance(p.annotation, str) else p
             for p in list(self._signature.parameters.values())[2:]
         ]
-        return str(self._signature.replace(parameters=own, return_annotation=inspect._empty))
+        return str(
+            self._signature.replace(parameters=own, return_annotation=inspect.Signature.empty)
+        )
 
     def _arguments_validator(self) -> ArgumentsValidator:
         validator = self._validator
