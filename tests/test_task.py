@@ -660,7 +660,7 @@ class TestDecode:
 
         def job(scope: Scope, stopping: StopToken, n: int) -> None: ...
 
-        job.__annotations__.update(scope="OnlyForTypeCheckers", stopping="Nowhere", return_="Nope")
+        job.__annotations__.update(scope="OnlyForTypeCheckers", stopping="Nowhere")
         job.__annotations__["return"] = "Unresolvable"
         assert roundtrip(task(job).bind(3)).args == (3,)
 
