@@ -368,6 +368,26 @@ async def test_sync_task_call_runs_in_a_pool() -> None:
 
 
 @pytest.mark.anyio
+async def test_task_policy_applies_in_a_pool() -> None:
+    """The pool finds the task's retry policy on the call (sync task, in memory)."""
+    attempts: list[int] = []
+
+    @task(retry=RetryPolicy())
+    def flaky(scope: Scope, stopping: StopToken, fail_times: int) -> None:
+        attempts.append(scope.attempt)
+        if len(attempts) <= fail_times:
+            raise ValueError("not yet")
+
+    with anyio.fail_after(5):
+        async with WorkerPool(consumers=1) as pool:
+            await pool.enqueue(flaky.bind(2))
+            await pool.join()
+    assert attempts == [1, 2, 3]
+    assert pool.stats().retried == 2
+    assert pool.stats().succeeded == 1
+
+
+@pytest.mark.anyio
 @pytest.mark.skipif(
     not _is_async(send_receipt.bind(1, "a")),
     reason="the pool reads __workpool_async__ once the channel seam (issue 9) is merged",
