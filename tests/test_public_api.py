@@ -12,6 +12,8 @@ import workpool
 PUBLIC = [
     "BackgroundWorker",
     "Channel",
+    "ChannelUnavailableError",
+    "DeadLetter",
     "DrainReport",
     "FullMode",
     "ItemState",
@@ -30,6 +32,8 @@ PUBLIC = [
     "SessionSettings",
     "SettingsError",
     "StopToken",
+    "Task",
+    "TaskCall",
     "TimingSummary",
     "Work",
     "WorkItem",
@@ -40,6 +44,7 @@ PUBLIC = [
     "retry_policy",
     "run_until_signalled",
     "serve_until_signalled",
+    "task",
 ]
 
 
@@ -72,6 +77,11 @@ def test_design_names_are_public() -> None:
         "QueueFullError",
         "PoolClosedError",
         "LogContextFilter",
+        "task",
+        "Task",
+        "TaskCall",
+        "DeadLetter",
+        "ChannelUnavailableError",
     }
     assert design <= set(workpool.__all__)
 
@@ -100,7 +110,12 @@ def test_module_is_workpool(name: str) -> None:
 def test_errors_share_one_base() -> None:
     """Every workpool error subclasses WorkpoolError, itself an Exception."""
     assert issubclass(workpool.WorkpoolError, Exception)
-    for error in (workpool.QueueFullError, workpool.PoolClosedError, workpool.SettingsError):
+    for error in (
+        workpool.QueueFullError,
+        workpool.PoolClosedError,
+        workpool.SettingsError,
+        workpool.ChannelUnavailableError,
+    ):
         assert issubclass(error, workpool.WorkpoolError)
 
 

@@ -12,6 +12,7 @@ import contextlib
 from ._channel import BackgroundWorker as BackgroundWorker
 from ._channel import Channel as Channel
 from ._context import current_scope as current_scope
+from ._exceptions import ChannelUnavailableError as ChannelUnavailableError
 from ._exceptions import PoolClosedError as PoolClosedError
 from ._exceptions import QueueFullError as QueueFullError
 from ._exceptions import SettingsError as SettingsError
@@ -39,10 +40,16 @@ from ._stats import DrainReport as DrainReport
 from ._stats import PoolStats as PoolStats
 from ._stats import TimingSummary as TimingSummary
 from ._stop import StopToken as StopToken
+from ._task import DeadLetter as DeadLetter
+from ._task import Task as Task
+from ._task import TaskCall as TaskCall
+from ._task import task as task
 
 __all__ = [
     "BackgroundWorker",
     "Channel",
+    "ChannelUnavailableError",
+    "DeadLetter",
     "DrainReport",
     "FullMode",
     "ItemState",
@@ -61,6 +68,8 @@ __all__ = [
     "SessionSettings",
     "SettingsError",
     "StopToken",
+    "Task",
+    "TaskCall",
     "TimingSummary",
     "Work",
     "WorkItem",
@@ -71,6 +80,7 @@ __all__ = [
     "retry_policy",
     "run_until_signalled",
     "serve_until_signalled",
+    "task",
 ]
 
 for _name in __all__:
