@@ -284,6 +284,44 @@ def test_env_value_over_a_file_value_is_reported_as_the_variable(
     assert "config file" not in str(caught.value)
 
 
+@pytest.mark.parametrize("in_dotenv", [False, True], ids=["environment", "dotenv"])
+def test_unknown_variable_warns_with_the_closest_name(
+    clean_env: Path, monkeypatch: pytest.MonkeyPatch, in_dotenv: bool
+) -> None:
+    """A misspelled WORKPOOL_ variable (environment or .env) warns, naming the right one."""
+    if in_dotenv:
+        (clean_env / ".env").write_text("WORKPOOL_CONSUMER=8\n", encoding="utf-8")
+    else:
+        monkeypatch.setenv("WORKPOOL_CONSUMER", "8")
+    where = ".env" if in_dotenv else "the environment"
+    with pytest.warns(UserWarning, match="WORKPOOL_CONSUMER") as caught:
+        settings = PoolSettings()
+    assert [str(w.message) for w in caught] == [
+        f"WORKPOOL_CONSUMER (in {where}) is not a workpool setting and is ignored; "
+        "did you mean WORKPOOL_CONSUMERS?"
+    ]
+    assert caught[0].filename == __file__
+    assert settings.consumers == 4
+
+
+def test_unknown_variable_far_from_any_lists_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An unknown WORKPOOL_ name like no setting at all lists the settings instead."""
+    monkeypatch.setenv("WORKPOOL_ZZZ", "1")
+    with pytest.warns(UserWarning, match=r"WORKPOOL_ZZZ .* the settings are WORKPOOL_CONSUMERS, "):
+        PoolSettings()
+
+
+def test_unknown_variable_warns_even_when_a_value_is_bad(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The typo that probably caused a bad value is still pointed out."""
+    monkeypatch.setenv("WORKPOOL_CAPACTY", "10")
+    monkeypatch.setenv("WORKPOOL_CONSUMERS", "0")
+    with (
+        pytest.warns(UserWarning, match="did you mean WORKPOOL_CAPACITY"),
+        pytest.raises(SettingsError),
+    ):
+        PoolSettings()
+
+
 @pytest.mark.parametrize(
     ("variable", "hint"),
     [

@@ -10,7 +10,9 @@
 
 Every bad value raises `SettingsError` naming where it came from (the environment
 variable, the ``.env`` file, or the config file and its key), and every problem is
-listed at once, so an operator fixes them in one go.
+listed at once, so an operator fixes them in one go. A ``WORKPOOL_*`` variable that
+is not a setting (a typo such as ``WORKPOOL_CONSUMER``) warns with the closest
+known name instead of being ignored silently.
 """
 
 # No ``from __future__ import annotations``: pydantic evaluates these annotations at
@@ -19,6 +21,7 @@ listed at once, so an operator fixes them in one go.
 import difflib
 import re
 import tomllib
+import warnings
 from collections.abc import Iterable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -252,6 +255,7 @@ class PoolSettings(BaseSettings):
         try:
             super().__init__(**values)
         except ValidationError as exc:
+            _warn_unknown_names(type(self), reading)
             raise SettingsError(_describe(exc, reading, type(self))) from exc
         except pydantic_settings.SettingsError as exc:
             # e.g. WORKPOOL_RETRY='not json': the source fails before validation.
@@ -265,6 +269,7 @@ class PoolSettings(BaseSettings):
             ) from exc
         finally:
             _reading.reset(token)
+        _warn_unknown_names(type(self), reading)
         if reading.unknown_file_keys and reading.file is not None:
             raise SettingsError(
                 "invalid workpool settings (1 error(s)):\n  "
@@ -368,6 +373,38 @@ def _nested_fields(settings_cls: type[BaseSettings]) -> dict[str, list[str]]:
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
             nested[name] = list(annotation.model_fields)
     return nested
+
+
+def _known_variables(settings_cls: type[BaseSettings]) -> list[str]:
+    nested = _nested_fields(settings_cls)
+    known = []
+    for name in settings_cls.model_fields:
+        known.append(_env_var_name((name,)))
+        known.extend(_env_var_name((name, sub)) for sub in nested.get(name, ()))
+    return known
+
+
+def _warn_unknown_names(settings_cls: type[BaseSettings], reading: _Reading) -> None:
+    """Warn about each ``WORKPOOL_*`` variable that is not a setting, with the closest one.
+
+    Names under a table (``WORKPOOL_RETRY__ATEMPTS``) are not warned about here: the
+    table forbids unknown fields, so validation reports them as errors.
+    """
+    known = _known_variables(settings_cls)
+    known_upper = set(known)
+    tables = {_env_var_name((name,)) + NESTED_DELIMITER for name in _nested_fields(settings_cls)}
+    prefix = ENV_PREFIX.lower()
+    for where, names in (("the environment", reading.env_names), (".env", reading.dotenv_names)):
+        for name in sorted({n.upper() for n in names if n.lower().startswith(prefix)}):
+            if name in known_upper or name.startswith(tuple(tables)):
+                continue
+            guess = _closest(name, known, ENV_PREFIX)
+            hint = f"did you mean {guess}?" if guess else f"the settings are {', '.join(known)}"
+            warnings.warn(
+                f"{name} (in {where}) is not a workpool setting and is ignored; {hint}",
+                UserWarning,
+                stacklevel=3,
+            )
 
 
 def _describe(exc: ValidationError, reading: _Reading, settings_cls: type[BaseSettings]) -> str:
