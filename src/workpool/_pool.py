@@ -15,7 +15,6 @@ import anyio
 import anyio.from_thread
 import anyio.lowlevel
 import anyio.to_thread
-import svcs
 
 from ._channel import BackgroundWorker, Channel, FullMode
 from ._checks import check_count, check_non_negative_seconds, check_timeout
@@ -30,6 +29,7 @@ from ._scope import ItemSession, Scope, ScopeFactory, svcs_scope_factory
 from ._session import Session, SessionManager, release_parent
 from ._stats import DrainReport, PoolStats, Timings
 from ._stop import StopToken
+from ._svcs import svcs
 from ._watchdog import LoopWatchdog, loop_poster
 
 if TYPE_CHECKING:

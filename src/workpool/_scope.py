@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, final, runtime_checkable
 
-import svcs
-
 from ._item import new_uuid4
+from ._svcs import svcs
 
 if TYPE_CHECKING:
     from uuid import UUID
