@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import pytest
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricReader
 
 from workpool import FullMode, RetryPolicy, WorkerPool
-from workpool.integrations.otel import PoolMetrics
+from workpool.integrations.otel import DURATION_BUCKETS, PoolMetrics
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -102,6 +102,34 @@ async def test_item_outcomes_and_timings_are_counted_by_work_name(sdk: Sdk) -> N
     assert wait.min >= 0
     assert got["workpool.items.enqueued"][key(pool="orders")].value == 5
     assert got["workpool.queue.depth"][key(pool="orders")].value == 0
+
+
+@pytest.mark.anyio
+async def test_duration_histograms_have_buckets_for_background_work(sdk: Sdk) -> None:
+    """The SDK takes the bucket advice: 10 ms items do not share a bucket with 0.3 s ones."""
+    provider, reader = sdk
+    seconds = {"quick": 0.01, "slow": 0.3}
+
+    async def sleeper(scope: Scope, stopping: StopToken) -> None:
+        assert scope.item is not None
+        await anyio.sleep(seconds[scope.item.name])
+
+    pool = WorkerPool(consumers=2)
+    with PoolMetrics(pool, meter_provider=provider), anyio.fail_after(10):
+        async with pool:
+            await pool.enqueue(sleeper, name="quick")
+            await pool.enqueue(sleeper, name="slow")
+        got = collect(reader)
+    for name in ("workpool.item.wait.duration", "workpool.item.run.duration"):
+        for point in got[name].values():
+            assert isinstance(point, HistogramDataPoint)
+            assert tuple(point.explicit_bounds) == DURATION_BUCKETS, name
+    run = got["workpool.item.run.duration"]
+    quick, slow = run[key("quick")], run[key("slow")]
+    assert quick.bucket_counts.index(1) < slow.bucket_counts.index(1)
+    assert DURATION_BUCKETS[0] <= 0.001
+    assert DURATION_BUCKETS[-1] >= 600  # ten minutes and more
+    assert list(DURATION_BUCKETS) == sorted(DURATION_BUCKETS)
 
 
 @pytest.mark.anyio

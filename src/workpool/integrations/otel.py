@@ -63,6 +63,14 @@ METER_NAME: Final = "workpool"
 POOL_NAME: Final = "workpool.pool.name"
 WORK_NAME: Final = "workpool.work.name"
 
+# Bucket advice for both duration histograms, in seconds: background work runs from
+# a millisecond to minutes, where the SDK's default boundaries (0, 5, 10, 25, ... as
+# if milliseconds) put every item under 5 s in one bucket. Roughly 1-2.5-5 per decade.
+DURATION_BUCKETS: Final = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0,
+)  # fmt: skip
+
 # Snapshots are reused for this long, so one collection computes stats() once.
 _SNAPSHOT_TTL = 0.05
 # Work names are few; a program naming each item differently gets no cache past this.
@@ -111,11 +119,13 @@ class _Instruments:
             "workpool.item.wait.duration",
             unit="s",
             description="Time from enqueue to the start of the first attempt",
+            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
         )
         self.run = meter.create_histogram(
             "workpool.item.run.duration",
             unit="s",
             description="Time from the start of the first attempt to the end of the last",
+            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
         )
         # Pool-level readings of pool.stats(): (instrument, stats field, unit, description).
         for name, field, unit, description in (
