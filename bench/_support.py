@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 
 # Scenario 1 (and 2, 5, 8): no-op items, 4 consumers, capacity 1000.
 ITEMS = 10_000
+# Scenario 1b: the same through the same capacity, ten times the items.
+LARGE_ITEMS = 100_000
 CONSUMERS = 4
 CAPACITY = 1000
 

@@ -21,13 +21,21 @@ Django: start it in ``AppConfig.ready()`` and call ``enqueue_threadsafe`` from v
 
 This file is a plain WSGI app, so it runs with nothing but the standard library::
 
-    python examples/threaded_producer.py          # serves on 127.0.0.1:8000
+    python examples/threaded_producer.py          # serves on 127.0.0.1:8000 (--port)
     curl -X POST 'localhost:8000/signup?email=ada@example.com'
+
+SIGTERM (a container stopping) or Ctrl-C stops taking requests and drains the pool
+within ``WORKPOOL_SHUTDOWN_DEADLINE``; a second signal stops at once. The summary
+counts every accepted item, and the exit status is 0 only when none was cancelled
+or abandoned, so a supervisor can tell a clean stop from a lossy one.
 """
 
 from __future__ import annotations
 
+import argparse
 import logging
+import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -38,7 +46,7 @@ from urllib.parse import parse_qs
 
 from anyio.from_thread import start_blocking_portal
 
-from workpool import DrainReport, Scope, StopToken, WorkerPool
+from workpool import DrainReport, Scope, StopToken, WorkerPool, exit_status
 
 logger = logging.getLogger("signup")
 
@@ -126,21 +134,53 @@ def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[byte
     return [f"queued {item.id}\n".encode()]
 
 
-if __name__ == "__main__":
+def summary(report: DrainReport) -> str:
+    """One line that accounts for every item the drain saw."""
+    return (
+        f"drained in {report.elapsed:.2f} s: {report.succeeded} sent, {report.failed} failed, "
+        f"{len(report.cancelled)} cancelled, {len(report.abandoned)} abandoned"
+    )
+
+
+def stop_and_report(background: BackgroundPool) -> int:
+    """Drain the pool, print the summary; return the exit status (0: nothing left unfinished)."""
+    report = background.stop()
+    print(summary(report), flush=True)
+    return exit_status(report)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    # A second signal during the drain stops the process at once (default action).
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    raise KeyboardInterrupt  # leaves serve_forever() as Ctrl-C does
+
+
+def serve(host: str = "127.0.0.1", port: int = 8000) -> int:
+    """Serve the app until SIGTERM or Ctrl-C, then drain; return the exit status."""
     from socketserver import ThreadingMixIn
     from wsgiref.simple_server import WSGIServer, make_server
 
     class ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
         daemon_threads = True
 
-    logging.basicConfig(level=logging.INFO)
     background.start()
     try:
-        with make_server("127.0.0.1", 8000, app, ThreadingWSGIServer) as server:
-            print("serving on http://127.0.0.1:8000 (Ctrl-C to stop)")
+        signal.signal(signal.SIGTERM, _interrupt)
+        signal.signal(signal.SIGINT, _interrupt)
+        with make_server(host, port, app, ThreadingWSGIServer) as server:
+            print(f"serving on http://{host}:{server.server_port} (Ctrl-C to stop)", flush=True)
             server.serve_forever()
     except KeyboardInterrupt:
-        pass
-    finally:
-        report = background.stop()
-        print(f"drained: {report.succeeded} sent, {len(report.abandoned)} abandoned")
+        print("stopping: draining the pool", flush=True)
+    except BaseException:
+        background.stop()  # e.g. the port is taken: still drain what was queued
+        raise
+    return stop_and_report(background)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description="A WSGI app that queues work from its threads.")
+    parser.add_argument("--port", type=int, default=8000, help="port (0: any free one)")
+    logging.basicConfig(level=logging.INFO)
+    sys.exit(serve(port=parser.parse_args().port))

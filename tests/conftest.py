@@ -7,6 +7,12 @@ import os
 
 import pytest
 
+# First, before any test module: a module that imports svcs itself would otherwise
+# import it first, and svcs' eager FastAPI integration warns about Starlette's test
+# client (an error under filterwarnings = error); workpool imports svcs without
+# that warning (workpool/_svcs.py).
+import workpool  # noqa: F401
+
 
 @pytest.fixture(
     params=[

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
+import io
+import logging
+import os
 import re
 import signal
 import subprocess
 import sys
 import time
+from typing import Any
 
 import pytest
+from rich.console import Console
 
-from workpool._demo import DemoOptions, main
+from workpool import PoolStats
+from workpool._demo import EXIT_BAD_SETTINGS, DemoOptions, main, run_demo
+from workpool._demo_view import LiveView
 
 
 def accounted(output: str) -> tuple[int, list[int]]:
@@ -105,3 +113,117 @@ def test_options_default_to_a_few_seconds_of_jobs() -> None:
     options = DemoOptions()
     assert options.items >= 100
     assert 3 <= options.duration <= 10
+
+
+class _Terminal(io.StringIO):
+    """A stream that says it is a terminal, as the one a person runs the demo in."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_bad_setting_prints_one_line_and_exits_non_zero() -> None:
+    """A bad WORKPOOL_* value gives one clear line on stderr and status 2, no traceback."""
+    env = {**os.environ, "WORKPOOL_CONSUMERS": "abc"}
+    done = subprocess.run(
+        [sys.executable, "-m", "workpool", "demo", "--items", "5", "--plain"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert done.stderr.splitlines() == [
+        "workpool demo: bad setting: WORKPOOL_CONSUMERS (consumers): Input should be a valid "
+        "integer, unable to parse string as an integer, got 'abc'"
+    ]
+
+
+def test_bad_setting_through_main(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """main() returns the status instead of raising, and names every bad variable."""
+    monkeypatch.setenv("WORKPOOL_CONSUMERS", "0")
+    monkeypatch.setenv("WORKPOOL_SHUTDOWN_DEADLINE", "-1")
+    assert main(["demo", "--plain"]) == EXIT_BAD_SETTINGS != 0
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1
+    assert "WORKPOOL_CONSUMERS" in err
+    assert "WORKPOOL_SHUTDOWN_DEADLINE" in err
+
+
+def test_live_view_logs_go_to_redirected_stderr_not_over_the_panel(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """With stderr redirected (not the terminal), log lines go there, never into the panel's stream."""
+    terminal = _Terminal()
+    options = DemoOptions(items=40, duration=0.3, failure_rate=0.9, live=True, seed=3)
+    run_demo(options, out=terminal)
+    err = capsys.readouterr().err
+    shown = terminal.getvalue()
+    assert "failed for good" in err
+    assert "failed for good" not in shown.split("Timings")[0].split("log: ")[0]
+    assert "(all on stderr)" in shown
+    assert "accounted for: 40 = " in shown
+
+
+def test_live_view_keeps_logs_in_the_panel_when_stderr_is_the_terminal(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On a terminal, records are shown in the panel (latest few and counts), not written."""
+    stderr = _Terminal()
+    monkeypatch.setattr(sys, "stderr", stderr)
+    view = LiveView(_Terminal(), items=10, deadline=5.0)
+    record = logging.LogRecord("workpool", logging.ERROR, __file__, 1, "boom %d", (7,), None)
+    for _ in range(6):
+        view.handler.handle(record)
+    assert stderr.getvalue() == ""
+    text = render_text(view, make_stats())
+    assert "log: 6 ERROR (latest below; 2>FILE keeps them all)" in text
+    assert text.count("ERROR workpool: boom 7") == 4
+
+
+def test_panel_shows_progress_rate_outcomes_and_a_drain_countdown() -> None:
+    """The panel has done of N, a rate, timed out/cancelled/abandoned, and a countdown."""
+    view = LiveView(_Terminal(), items=200, deadline=5.0)
+    view.render(make_stats(succeeded=0), 100.0, 0.0)  # the rate's first sample
+    text = render_text(view, make_stats(succeeded=40, failed=5, timed_out=3), now=101.0)
+    assert "45 of 200" in text
+    assert "45 items/s" in text
+    for label in ("timed out", "cancelled", "abandoned"):
+        assert label in text
+    view.phase = "draining"
+    view.drain_started = 100.0
+    text = render_text(view, make_stats(succeeded=50, cancelled=2, abandoned=7), now=101.5)
+    assert "draining - deadline in 3.5 s" in text
+    assert "59 of 60" in text  # toward what was accepted, once shutdown began
+
+
+def make_stats(**counts: Any) -> PoolStats:
+    """A PoolStats of 60 accepted items with the given counters, zero elsewhere."""
+    base = PoolStats(
+        consumers=4,
+        busy=0,
+        queued=0,
+        capacity=100,
+        enqueued=60,
+        succeeded=0,
+        failed=0,
+        retried=0,
+        dead_lettered=0,
+        dropped=0,
+        rejected=0,
+        timed_out=0,
+        cancelled=0,
+        abandoned=0,
+    )
+    return dataclasses.replace(base, **counts)
+
+
+def render_text(view: LiveView, stats: PoolStats, now: float = 101.0) -> str:
+    """The panel as plain text, as a wide terminal shows it."""
+    console = Console(width=160, record=True, file=io.StringIO())
+    console.print(view.render(stats, now, now - 100.0))
+    return console.export_text()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -233,10 +234,116 @@ def test_unknown_toml_key_is_an_error(clean_env: Path) -> None:
         PoolSettings(config_file=path)
 
 
-def test_bad_toml_value_names_the_variable(clean_env: Path) -> None:
-    """A bad value in the config file is reported under its environment variable."""
-    path = write_toml(clean_env, "[session]\ncleanup_interval = 0\n")
-    with pytest.raises(SettingsError, match="WORKPOOL_SESSION__CLEANUP_INTERVAL"):
+def test_bad_toml_value_names_the_file_and_key(clean_env: Path) -> None:
+    """A bad value in the config file is reported under the file and its key, not a variable."""
+    path = write_toml(clean_env, 'consumers = "abc"\n[session]\ncleanup_interval = 0\n')
+    with pytest.raises(SettingsError) as caught:
+        PoolSettings(config_file=path)
+    message = str(caught.value)
+    assert f"config file {str(path)!r}, key consumers: " in message
+    assert "got 'abc'" in message
+    assert f"config file {str(path)!r}, key session.cleanup_interval: " in message
+    assert "WORKPOOL_CONSUMERS" not in message
+    assert "WORKPOOL_SESSION__CLEANUP_INTERVAL" not in message
+
+
+def test_every_problem_of_every_source_is_listed(
+    clean_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Unknown file keys, bad file values, .env and environment errors come in one message."""
+    path = write_toml(clean_env, 'consumers = "abc"\nconsumer = 3\n[retry]\njitter = -1\n')
+    (clean_env / ".env").write_text("WORKPOOL_CAPACITY=0\n", encoding="utf-8")
+    monkeypatch.setenv("WORKPOOL_CONFIG_FILE", str(path))
+    monkeypatch.setenv("WORKPOOL_THREAD_LIMIT", "many")
+    with pytest.raises(SettingsError) as caught:
+        PoolSettings()
+    lines = str(caught.value).splitlines()
+    assert lines[0] == "invalid workpool settings (5 error(s)):"
+    assert sorted(line.split(":")[0].strip() for line in lines[1:]) == sorted(
+        [
+            f"config file {str(path)!r}, key consumers",
+            f"config file {str(path)!r}",  # the unknown key
+            f"config file {str(path)!r}, key retry.jitter",
+            "WORKPOOL_CAPACITY (capacity, from the .env file)",
+            "WORKPOOL_THREAD_LIMIT (thread_limit)",
+        ]
+    )
+    assert "unknown top-level key(s) consumer (did you mean consumers?)" in str(caught.value)
+
+
+def test_env_value_over_a_file_value_is_reported_as_the_variable(
+    clean_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bad value set both in the file and the environment is blamed on the one that won."""
+    path = write_toml(clean_env, "consumers = 3\n")
+    monkeypatch.setenv("WORKPOOL_CONFIG_FILE", str(path))
+    monkeypatch.setenv("WORKPOOL_CONSUMERS", "0")
+    with pytest.raises(SettingsError) as caught:
+        PoolSettings()
+    assert "WORKPOOL_CONSUMERS (consumers): " in str(caught.value)
+    assert "config file" not in str(caught.value)
+
+
+@pytest.mark.parametrize("in_dotenv", [False, True], ids=["environment", "dotenv"])
+def test_unknown_variable_warns_with_the_closest_name(
+    clean_env: Path, monkeypatch: pytest.MonkeyPatch, in_dotenv: bool
+) -> None:
+    """A misspelled WORKPOOL_ variable (environment or .env) warns, naming the right one."""
+    if in_dotenv:
+        (clean_env / ".env").write_text("WORKPOOL_CONSUMER=8\n", encoding="utf-8")
+    else:
+        monkeypatch.setenv("WORKPOOL_CONSUMER", "8")
+    where = ".env" if in_dotenv else "the environment"
+    with pytest.warns(UserWarning, match="WORKPOOL_CONSUMER") as caught:
+        settings = PoolSettings()
+    assert [str(w.message) for w in caught] == [
+        f"WORKPOOL_CONSUMER (in {where}) is not a workpool setting and is ignored; "
+        "did you mean WORKPOOL_CONSUMERS?"
+    ]
+    assert caught[0].filename == __file__
+    assert settings.consumers == 4
+
+
+def test_unknown_variable_far_from_any_lists_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An unknown WORKPOOL_ name like no setting at all lists the settings instead."""
+    monkeypatch.setenv("WORKPOOL_ZZZ", "1")
+    with pytest.warns(UserWarning, match=r"WORKPOOL_ZZZ .* the settings are WORKPOOL_CONSUMERS, "):
+        PoolSettings()
+
+
+def test_unknown_variable_warns_even_when_a_value_is_bad(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The typo that probably caused a bad value is still pointed out."""
+    monkeypatch.setenv("WORKPOOL_CAPACTY", "10")
+    monkeypatch.setenv("WORKPOOL_CONSUMERS", "0")
+    with (
+        pytest.warns(UserWarning, match="did you mean WORKPOOL_CAPACITY"),
+        pytest.raises(SettingsError),
+    ):
+        PoolSettings()
+
+
+@pytest.mark.parametrize(
+    ("variable", "hint"),
+    [
+        ("WORKPOOL_RETRY__ATEMPTS", "did you mean WORKPOOL_RETRY__ATTEMPTS?"),
+        ("WORKPOOL_SESSION__CLEANUP_INTERVALL", "did you mean WORKPOOL_SESSION__CLEANUP_INTERVAL?"),
+    ],
+)
+def test_misspelled_table_field_names_the_right_one(
+    monkeypatch: pytest.MonkeyPatch, variable: str, hint: str
+) -> None:
+    """A typo under a table (``__``) is an error that names the field meant."""
+    monkeypatch.setenv(variable, "3")
+    with pytest.raises(SettingsError, match=re.escape(hint)):
+        PoolSettings()
+
+
+def test_misspelled_table_key_in_file_names_the_right_one(clean_env: Path) -> None:
+    """The same typo in the config file's table names the file's key."""
+    path = write_toml(clean_env, "[retry]\natempts = 3\n")
+    with pytest.raises(
+        SettingsError, match=r"key retry\.atempts: .*did you mean retry\.attempts\?"
+    ):
         PoolSettings(config_file=path)
 
 

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import svcs
-
 from ._channel import BackgroundWorker
 from ._full import FullMode
 from ._scope import ScopeFactory, svcs_scope_factory
 from ._seam import Channel
 from ._session import SessionManager
+from ._svcs import svcs
 
 if TYPE_CHECKING:
     from collections.abc import Mapping

@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any, TextIO
 import anyio
 
 from ._channel import FullMode
-from ._exceptions import QueueFullError
+from ._demo_view import LiveView, PlainView, summary_lines
+from ._exceptions import QueueFullError, SettingsError
 from ._retry import RetryPolicy
 from ._runner import exit_status, serve_until_signalled
 from ._session import SessionManager
@@ -33,10 +34,13 @@ if TYPE_CHECKING:
     from ._pool import WorkerPool
     from ._scope import Scope
     from ._session import Session
-    from ._stats import DrainReport, PoolStats, TimingSummary
+    from ._stats import DrainReport, PoolStats
     from ._stop import StopToken
 
-__all__ = ["DemoOptions", "main", "run_demo"]
+__all__ = ["EXIT_BAD_SETTINGS", "DemoOptions", "main", "run_demo"]
+
+# A bad WORKPOOL_* value: like a bad command-line option (argparse exits 2 too).
+EXIT_BAD_SETTINGS = 2
 
 # The job mix: (kind, weight). "flaky" fails four times as often as the others;
 # "request" is a simulated request that queues two items in its own session and
@@ -175,158 +179,6 @@ async def _produce(options: DemoOptions, jobs: _Jobs, pool: WorkerPool) -> None:
     await pool.join()
 
 
-# -- output --------------------------------------------------------------------------
-
-
-def _ms(seconds: float) -> str:
-    return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.2f} s"
-
-
-def _timing(label: str, t: TimingSummary) -> str:
-    return (
-        f"{label} n={t.count} mean={_ms(t.mean)} p50={_ms(t.p50)} p95={_ms(t.p95)} "
-        f"p99={_ms(t.p99)} max={_ms(t.max)}"
-    )
-
-
-def _progress_line(stats: PoolStats, elapsed: float) -> str:
-    return (
-        f"[{elapsed:5.1f}s] queued {stats.queued:4d}  busy {stats.busy}/{stats.consumers}  "
-        f"succeeded {stats.succeeded:4d}  retried {stats.retried:3d}  failed {stats.failed:3d}  "
-        f"dropped {stats.dropped:3d}  wait p95 {_ms(stats.wait_time.p95)}  "
-        f"run p95 {_ms(stats.run_time.p95)}"
-    )
-
-
-def _summary_lines(stats: PoolStats, report: DrainReport, jobs: _Jobs) -> list[str]:
-    return [
-        f"stats: enqueued={stats.enqueued} succeeded={stats.succeeded} failed={stats.failed} "
-        f"retried={stats.retried} dead_lettered={stats.dead_lettered} dropped={stats.dropped} "
-        f"rejected={stats.rejected} timed_out={stats.timed_out} cancelled={stats.cancelled} "
-        f"abandoned={stats.abandoned}",
-        _timing("wait:", stats.wait_time),
-        _timing("run: ", stats.run_time),
-        f"drain: succeeded={report.succeeded} failed={report.failed} "
-        f"cancelled={len(report.cancelled)} abandoned={len(report.abandoned)} "
-        f"elapsed={report.elapsed:.3f}s deadline_hit={report.deadline_hit}",
-        f"sessions: {jobs.sessions_shared} shared by simulated requests and their items, "
-        f"{jobs.sessions_ended} ended",
-        f"accounted for: {stats.enqueued} = {stats.succeeded} succeeded + {stats.failed} failed "
-        f"+ {stats.dropped} dropped + {stats.cancelled} cancelled + {stats.abandoned} abandoned",
-    ]
-
-
-class _PlainView:
-    def __init__(self, out: TextIO, every: float) -> None:
-        self.out = out
-        self.every = every
-
-    async def run(self, pool: WorkerPool, started: float) -> None:
-        while True:
-            await anyio.sleep(self.every)
-            print(_progress_line(pool.stats(), time.monotonic() - started), file=self.out)
-            self.out.flush()
-
-    def summary(self, stats: PoolStats, report: DrainReport, jobs: _Jobs) -> None:
-        for line in _summary_lines(stats, report, jobs):
-            print(line, file=self.out)
-        self.out.flush()
-
-
-class _LiveView:
-    """A rich live panel of the pool's stats, then summary tables."""
-
-    def __init__(self, out: TextIO) -> None:
-        from rich.console import Console
-
-        self.console = Console(file=out)
-        self.phase = "running"
-
-    def _render(self, stats: PoolStats, elapsed: float) -> Any:
-        from rich.table import Table
-
-        table = Table(
-            title=f"workpool demo - {self.phase} - {elapsed:.1f} s", min_width=50, show_header=False
-        )
-        table.add_column("", style="bold")
-        table.add_column("", justify="right")
-        table.add_row("queue depth", f"{stats.queued} / {stats.capacity}")
-        table.add_row("busy consumers", f"{stats.busy} / {stats.consumers}")
-        table.add_row("enqueued", str(stats.enqueued))
-        table.add_row("succeeded", f"[green]{stats.succeeded}[/]")
-        table.add_row("retried", f"[yellow]{stats.retried}[/]")
-        table.add_row("failed", f"[red]{stats.failed}[/]")
-        table.add_row("dropped", str(stats.dropped))
-        table.add_row("wait p95", _ms(stats.wait_time.p95))
-        table.add_row("run p95", _ms(stats.run_time.p95))
-        return table
-
-    async def run(self, pool: WorkerPool, started: float) -> None:
-        from rich.live import Live
-
-        with Live(
-            self._render(pool.stats(), 0.0), console=self.console, refresh_per_second=10
-        ) as live:
-            try:
-                while True:
-                    if pool.stopping.is_set() and self.phase == "running":
-                        self.phase = "draining"
-                    live.update(self._render(pool.stats(), time.monotonic() - started))
-                    await anyio.sleep(0.1)
-            finally:
-                self.phase = "done"
-                live.update(self._render(pool.stats(), time.monotonic() - started))
-
-    def summary(self, stats: PoolStats, report: DrainReport, jobs: _Jobs) -> None:
-        from rich.table import Table
-
-        drain = Table(title="DrainReport")
-        for column in ("succeeded", "failed", "cancelled", "abandoned", "elapsed", "deadline hit"):
-            drain.add_column(column, justify="right")
-        drain.add_row(
-            f"[green]{report.succeeded}[/]",
-            f"[red]{report.failed}[/]",
-            str(len(report.cancelled)),
-            str(len(report.abandoned)),
-            f"{report.elapsed:.3f} s",
-            "[red]yes[/]" if report.deadline_hit else "no",
-        )
-        timings = Table(title="Timings")
-        for column in ("", "count", "mean", "p50", "p95", "p99", "max"):
-            timings.add_column(column, justify="right")
-        for label, t in (("wait", stats.wait_time), ("run", stats.run_time)):
-            timings.add_row(
-                label, str(t.count), *(_ms(v) for v in (t.mean, t.p50, t.p95, t.p99, t.max))
-            )
-        self.console.print(timings)
-        self.console.print(drain)
-        lines = _summary_lines(stats, report, jobs)
-        for line in (lines[0], lines[-2], lines[-1]):
-            self.console.print(line, highlight=False)
-
-
-class _OneLineFormatter(logging.Formatter):
-    """Log lines without tracebacks: the demo's failures are simulated."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        saved = record.exc_info, record.exc_text
-        record.exc_info, record.exc_text = None, None
-        try:
-            return super().format(record)
-        finally:
-            record.exc_info, record.exc_text = saved
-
-
-class _CurrentStderr:
-    """sys.stderr as it is at each write (rich's live view redirects it)."""
-
-    def write(self, text: str) -> int:
-        return sys.stderr.write(text)
-
-    def flush(self) -> None:
-        sys.stderr.flush()
-
-
 def _use_live(options: DemoOptions, out: TextIO) -> bool:
     if options.live is not None:
         return options.live
@@ -339,10 +191,11 @@ def _use_live(options: DemoOptions, out: TextIO) -> bool:
     return True
 
 
-async def _run(options: DemoOptions, out: TextIO) -> tuple[PoolStats, DrainReport, _Jobs, Any]:
+async def _run(
+    options: DemoOptions, settings: PoolSettings, out: TextIO
+) -> tuple[PoolStats, DrainReport, _Jobs, LiveView | PlainView]:
     from ._pool import WorkerPool
 
-    settings = PoolSettings()
     jobs = _Jobs(options)
     overrides: dict[str, Any] = {
         "session_manager": SessionManager(
@@ -363,34 +216,39 @@ async def _run(options: DemoOptions, out: TextIO) -> tuple[PoolStats, DrainRepor
         file=out,
     )
     out.flush()
-    view: _LiveView | _PlainView = (
-        _LiveView(out)
+    view: LiveView | PlainView = (
+        LiveView(out, options.items, deadline)
         if _use_live(options, out)
-        else _PlainView(out, min(1.0, max(0.25, options.duration / 10)))
+        else PlainView(out, min(1.0, max(0.25, options.duration / 10)), options.items, deadline)
     )
-    started = time.monotonic()
-    async with anyio.create_task_group() as task_group:
-        task_group.start_soon(view.run, pool, started)
-        report = await serve_until_signalled(
-            pool, partial(_produce, options, jobs), deadline=deadline
-        )
-        task_group.cancel_scope.cancel()
+    library = logging.getLogger("workpool")
+    library.addHandler(view.handler)
+    try:
+        started = time.monotonic()
+        async with anyio.create_task_group() as task_group:
+            task_group.start_soon(view.run, pool, started)
+            report = await serve_until_signalled(
+                pool, partial(_produce, options, jobs), deadline=deadline
+            )
+            task_group.cancel_scope.cancel()
+    finally:
+        library.removeHandler(view.handler)
     return pool.stats(), report, jobs, view
 
 
 def run_demo(options: DemoOptions, out: TextIO | None = None) -> int:
-    """Run the demo; return the exit status (0 when every item was accounted as finished)."""
+    """Run the demo; return the exit status (0 when every item was accounted as finished).
+
+    Raises:
+        SettingsError: a ``WORKPOOL_*`` setting is bad (before anything runs).
+    """
     out = out if out is not None else sys.stdout
-    handler = logging.StreamHandler(_CurrentStderr())
-    handler.setFormatter(_OneLineFormatter("%(levelname)s %(name)s: %(message)s"))
-    handler.setLevel(logging.WARNING)
-    library = logging.getLogger("workpool")
-    library.addHandler(handler)
-    try:
-        stats, report, jobs, view = anyio.run(partial(_run, options, out), backend=options.backend)
-        view.summary(stats, report, jobs)
-    finally:
-        library.removeHandler(handler)
+    settings = PoolSettings()
+    stats, report, jobs, view = anyio.run(
+        partial(_run, options, settings, out), backend=options.backend
+    )
+    lines = summary_lines(stats, report, jobs.sessions_shared, jobs.sessions_ended)
+    view.summary(lines, stats, report)
     return exit_status(report)
 
 
@@ -470,4 +328,10 @@ def main(argv: list[str] | None = None) -> int:
             import rich  # noqa: F401
         except ImportError:
             parser.error("the live view needs rich: pip install 'workpool[rich]'")
-    return run_demo(options)
+    try:
+        return run_demo(options)
+    except SettingsError as exc:
+        # One line an operator can act on, not a traceback through the event loop.
+        reasons = "; ".join(line.strip() for line in str(exc).splitlines()[1:]) or str(exc)
+        print(f"workpool demo: bad setting: {reasons}", file=sys.stderr)
+        return EXIT_BAD_SETTINGS

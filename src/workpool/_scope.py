@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, final, runtime_checkable
 
-import svcs
-
+from ._svcs import svcs
 from ._uuid import new_uuid4
 
 if TYPE_CHECKING:

@@ -8,15 +8,23 @@
 4. the TOML file named by ``WORKPOOL_CONFIG_FILE`` (or ``config_file=``), with
    top-level keys and ``[retry]`` / ``[session]`` tables.
 
-Every bad value, wherever it came from, raises `SettingsError` naming the
-environment variable that sets it, so an operator knows what to fix.
+Every bad value raises `SettingsError` naming where it came from (the environment
+variable, the ``.env`` file, or the config file and its key), and every problem is
+listed at once, so an operator fixes them in one go. A ``WORKPOOL_*`` variable that
+is not a setting (a typo such as ``WORKPOOL_CONSUMER``) warns with the closest
+known name instead of being ignored silently.
 """
 
 # No ``from __future__ import annotations``: pydantic evaluates these annotations at
 # runtime, and ruff then knows the imports they use are runtime imports.
 
+import difflib
 import re
 import tomllib
+import warnings
+from collections.abc import Iterable, Mapping
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -26,6 +34,8 @@ from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails
 from pydantic_settings import (
     BaseSettings,
+    DotEnvSettingsSource,
+    EnvSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -93,20 +103,56 @@ class SessionSettings(BaseModel):
     cleanup_interval: float = Field(default=60.0, gt=0, allow_inf_nan=False)
 
 
+@dataclass
+class _Reading:
+    """What the sources of one `PoolSettings` build gave, to say where a bad value came from.
+
+    pydantic reports a bad value by its field path only; the sources' own data tells
+    which of them supplied it (the highest one that has the path).
+    """
+
+    init: dict[str, Any] = field(default_factory=dict)
+    env: dict[str, Any] = field(default_factory=dict)
+    dotenv: dict[str, Any] = field(default_factory=dict)
+    file: Path | None = None
+    file_data: dict[str, Any] = field(default_factory=dict)
+    unknown_file_keys: list[str] = field(default_factory=list)
+    env_names: list[str] = field(default_factory=list)
+    dotenv_names: list[str] = field(default_factory=list)
+
+
+# Set by PoolSettings.__init__ for the duration of one build: sources are built and
+# called by pydantic-settings, and have no other way back to the instance being built.
+_reading: ContextVar[_Reading | None] = ContextVar("workpool_settings_reading", default=None)
+
+
 class _ConfigFileSource(PydanticBaseSettingsSource):
     """The TOML file named by ``config_file``, as set by the sources above this one.
 
     pydantic-settings' `TomlConfigSettingsSource` takes its path when it is built,
     before the environment is read, and skips a missing file silently; this source
     finds the path in the state the higher sources have gathered, and insists the
-    file exists.
+    file exists. Being the last source, it also records what every source gave.
     """
+
+    def __init__(
+        self,
+        settings_cls: type[BaseSettings],
+        env: PydanticBaseSettingsSource | None = None,
+        dotenv: PydanticBaseSettingsSource | None = None,
+    ) -> None:
+        super().__init__(settings_cls)
+        self._env = env
+        self._dotenv = dotenv
 
     def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
         # Unused: __call__ reads the whole file at once.
         return None, field_name, False
 
     def __call__(self) -> dict[str, Any]:
+        reading = _reading.get()
+        if reading is not None:
+            self._record(reading)
         named = self.current_state.get("config_file")
         if named is None or (isinstance(named, str) and not named.strip()):
             return {}
@@ -125,19 +171,28 @@ class _ConfigFileSource(PydanticBaseSettingsSource):
             raise SettingsError(
                 f"cannot read the config file {str(path)!r} (named by {CONFIG_FILE_VAR}): {exc}"
             ) from exc
-        # A typo in a file someone named on purpose should not be silently ignored;
-        # a config file naming another config file is not supported.
-        allowed = set(self.settings_cls.model_fields) - {"config_file"}
+        # A typo in a file someone named on purpose should not be silently ignored; it
+        # is reported with the bad values, so one run lists every problem. A config
+        # file naming another config file is not supported.
+        allowed = _file_keys(self.settings_cls)
         unknown = sorted(set(data) - allowed)
-        if unknown:
-            known = ", ".join(
-                name for name in self.settings_cls.model_fields if name != "config_file"
-            )
-            raise SettingsError(
-                f"the config file {str(path)!r} (named by {CONFIG_FILE_VAR}) has unknown "
-                f"top-level key(s) {', '.join(unknown)}; the keys are {known}"
-            )
-        return data
+        if reading is not None:
+            reading.file = path
+            reading.file_data = data
+            reading.unknown_file_keys = unknown
+        elif unknown:
+            raise SettingsError(_unknown_keys_line(path, unknown, allowed))
+        return {key: value for key, value in data.items() if key in allowed}
+
+    def _record(self, reading: _Reading) -> None:
+        sources = self.settings_sources_data
+        reading.init = sources.get("InitSettingsSource", {})
+        reading.env = sources.get("EnvSettingsSource", {})
+        reading.dotenv = sources.get("DotEnvSettingsSource", {})
+        if isinstance(self._env, EnvSettingsSource):
+            reading.env_names = list(self._env.env_vars)
+        if isinstance(self._dotenv, DotEnvSettingsSource):
+            reading.dotenv_names = list(self._dotenv.env_vars)
 
 
 class PoolSettings(BaseSettings):
@@ -195,10 +250,13 @@ class PoolSettings(BaseSettings):
     config_file: Path | None = None
 
     def __init__(self, **values: Any) -> None:
+        reading = _Reading()
+        token = _reading.set(reading)
         try:
             super().__init__(**values)
         except ValidationError as exc:
-            raise SettingsError(_describe(exc)) from exc
+            _warn_unknown_names(type(self), reading)
+            raise SettingsError(_describe(exc, reading, type(self))) from exc
         except pydantic_settings.SettingsError as exc:
             # e.g. WORKPOOL_RETRY='not json': the source fails before validation.
             found = re.search(r'field "(\w+)"', str(exc))
@@ -209,6 +267,16 @@ class PoolSettings(BaseSettings):
                 f"invalid workpool settings:\n  {variable} ({found[1]}): {exc}; set its fields "
                 f"one by one ({variable}{NESTED_DELIMITER}<FIELD>=...) or give a JSON object"
             ) from exc
+        finally:
+            _reading.reset(token)
+        _warn_unknown_names(type(self), reading)
+        if reading.unknown_file_keys and reading.file is not None:
+            raise SettingsError(
+                "invalid workpool settings (1 error(s)):\n  "
+                + _unknown_keys_line(
+                    reading.file, reading.unknown_file_keys, _file_keys(type(self))
+                )
+            )
 
     @field_validator("full_mode", mode="before")
     @classmethod
@@ -240,7 +308,8 @@ class PoolSettings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         """Arguments, then environment, then ``.env``, then the config file."""
-        return init_settings, env_settings, dotenv_settings, _ConfigFileSource(settings_cls)
+        config_file = _ConfigFileSource(settings_cls, env=env_settings, dotenv=dotenv_settings)
+        return init_settings, env_settings, dotenv_settings, config_file
 
 
 def _env_var_name(loc: tuple[int | str, ...]) -> str:
@@ -248,16 +317,120 @@ def _env_var_name(loc: tuple[int | str, ...]) -> str:
     return ENV_PREFIX + NESTED_DELIMITER.join(str(part).upper() for part in loc)
 
 
-def _describe(exc: ValidationError) -> str:
-    lines = [f"invalid workpool settings ({exc.error_count()} error(s)):"]
-    lines.extend(f"  {_describe_error(error)}" for error in exc.errors())
-    return "\n".join(lines)
+def _file_keys(settings_cls: type[BaseSettings]) -> set[str]:
+    """The top-level keys a config file may have (a file naming another is not supported)."""
+    return set(settings_cls.model_fields) - {"config_file"}
 
 
-def _describe_error(error: ErrorDetails) -> str:
+def _closest(name: str, known: Iterable[str], prefix: str = "") -> str | None:
+    """The known name most like *name*, if any is close; *prefix* is left out of the likeness."""
+    by_rest = {candidate.removeprefix(prefix): candidate for candidate in known}
+    found = difflib.get_close_matches(name.removeprefix(prefix), list(by_rest), n=1, cutoff=0.6)
+    return by_rest[found[0]] if found else None
+
+
+def _unknown_keys_line(path: Path, unknown: list[str], allowed: Iterable[str]) -> str:
+    allowed = sorted(allowed)
+    hints = []
+    for key in unknown:
+        guess = _closest(key, allowed)
+        hints.append(f"{key} (did you mean {guess}?)" if guess else key)
+    return (
+        f"config file {str(path)!r}: unknown top-level key(s) {', '.join(hints)}; "
+        f"the keys are {', '.join(allowed)}"
+    )
+
+
+def _has(data: Mapping[str, Any], loc: tuple[int | str, ...]) -> bool:
+    current: Any = data
+    for part in loc:
+        if not isinstance(current, Mapping) or part not in current:
+            return False
+        current = current[part]
+    return True
+
+
+def _origin(loc: tuple[int | str, ...], reading: _Reading) -> str:
+    """Where the value at *loc* came from: the highest source that set it."""
+    dotted = ".".join(map(str, loc))
+    variable = _env_var_name(loc)
+    if _has(reading.init, loc):
+        return f"{variable} ({dotted}, an argument of PoolSettings)"
+    if _has(reading.env, loc):
+        return f"{variable} ({dotted})"
+    if _has(reading.dotenv, loc):
+        return f"{variable} ({dotted}, from the .env file)"
+    if reading.file is not None and _has(reading.file_data, loc):
+        return f"config file {str(reading.file)!r}, key {dotted}"
+    return f"{variable} ({dotted})"
+
+
+def _nested_fields(settings_cls: type[BaseSettings]) -> dict[str, list[str]]:
+    """Names of the settings that are tables (``retry``), with their own fields."""
+    nested = {}
+    for name, info in settings_cls.model_fields.items():
+        annotation = info.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            nested[name] = list(annotation.model_fields)
+    return nested
+
+
+def _known_variables(settings_cls: type[BaseSettings]) -> list[str]:
+    nested = _nested_fields(settings_cls)
+    known = []
+    for name in settings_cls.model_fields:
+        known.append(_env_var_name((name,)))
+        known.extend(_env_var_name((name, sub)) for sub in nested.get(name, ()))
+    return known
+
+
+def _warn_unknown_names(settings_cls: type[BaseSettings], reading: _Reading) -> None:
+    """Warn about each ``WORKPOOL_*`` variable that is not a setting, with the closest one.
+
+    Names under a table (``WORKPOOL_RETRY__ATEMPTS``) are not warned about here: the
+    table forbids unknown fields, so validation reports them as errors.
+    """
+    known = _known_variables(settings_cls)
+    known_upper = set(known)
+    tables = {_env_var_name((name,)) + NESTED_DELIMITER for name in _nested_fields(settings_cls)}
+    prefix = ENV_PREFIX.lower()
+    for where, names in (("the environment", reading.env_names), (".env", reading.dotenv_names)):
+        for name in sorted({n.upper() for n in names if n.lower().startswith(prefix)}):
+            if name in known_upper or name.startswith(tuple(tables)):
+                continue
+            guess = _closest(name, known, ENV_PREFIX)
+            hint = f"did you mean {guess}?" if guess else f"the settings are {', '.join(known)}"
+            warnings.warn(
+                f"{name} (in {where}) is not a workpool setting and is ignored; {hint}",
+                UserWarning,
+                stacklevel=3,
+            )
+
+
+def _describe(exc: ValidationError, reading: _Reading, settings_cls: type[BaseSettings]) -> str:
+    lines = [_describe_error(error, reading, settings_cls) for error in exc.errors()]
+    if reading.unknown_file_keys and reading.file is not None:
+        lines.append(
+            _unknown_keys_line(reading.file, reading.unknown_file_keys, _file_keys(settings_cls))
+        )
+    header = f"invalid workpool settings ({len(lines)} error(s)):"
+    return "\n  ".join([header, *lines])
+
+
+def _describe_error(
+    error: ErrorDetails, reading: _Reading, settings_cls: type[BaseSettings]
+) -> str:
     loc = error["loc"]
     message = error["msg"].removeprefix("Value error, ")
-    where = f"{_env_var_name(loc)} ({'.'.join(map(str, loc))})" if loc else "PoolSettings"
-    if error["type"] != "missing" and not isinstance(error.get("input"), dict):
+    where = _origin(loc, reading) if loc else "PoolSettings"
+    if error["type"] == "extra_forbidden" and len(loc) == 2:
+        # A misspelled field of a table (WORKPOOL_RETRY__ATEMPTS): name the right one.
+        table, name = str(loc[0]), str(loc[1])
+        guess = _closest(name, _nested_fields(settings_cls).get(table, ()))
+        if guess is not None:
+            from_file = where.startswith("config file")
+            right = f"{table}.{guess}" if from_file else _env_var_name((table, guess))
+            message = f"{message}; did you mean {right}?"
+    elif error["type"] != "missing" and not isinstance(error.get("input"), dict):
         message = f"{message}, got {error.get('input')!r}"
     return f"{where}: {message}"

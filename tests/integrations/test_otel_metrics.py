@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import pytest
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricReader
 
 from workpool import FullMode, RetryPolicy, WorkerPool
-from workpool.integrations.otel import PoolMetrics
+from workpool.integrations.otel import DURATION_BUCKETS, PoolMetrics
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -23,6 +23,22 @@ Points = dict[tuple[tuple[str, Any], ...], Any]
 
 
 Sdk = tuple[MeterProvider, InMemoryMetricReader]
+
+COUNTERS = (
+    "messaging.client.sent.messages",
+    "messaging.client.consumed.messages",
+    "workpool.item.retries",
+    "workpool.item.timeouts",
+    "workpool.item.dropped",
+    "workpool.item.abandoned",
+)
+GAUGES = (
+    "workpool.queue.depth",
+    "workpool.queue.capacity",
+    "workpool.consumer.busy",
+    "workpool.consumer.count",
+)
+HISTOGRAMS = ("messaging.process.duration", "workpool.item.wait.duration")
 
 
 @pytest.fixture
@@ -49,11 +65,34 @@ def collect(reader: InMemoryMetricReader) -> dict[str, Points]:
     return out
 
 
-def key(work: str | None = None, pool: str = "default") -> tuple[tuple[str, Any], ...]:
-    attributes = {"workpool.pool.name": pool}
-    if work is not None:
-        attributes["workpool.work.name"] = work
+def key(pool: str = "default", **extra: str) -> tuple[tuple[str, Any], ...]:
+    """The attributes of a point: the pool's, plus *extra* (dots spelled as ``__``)."""
+    attributes = {"messaging.system": "workpool", "messaging.destination.name": pool}
+    attributes.update({name.replace("__", "."): value for name, value in extra.items()})
     return tuple(sorted(attributes.items()))
+
+
+def item_key(work: str, outcome: str, pool: str = "default") -> tuple[tuple[str, Any], ...]:
+    """The attributes of a per-item histogram point."""
+    extra = {
+        "messaging__operation__name": "process",
+        "workpool__work__name": work,
+        "workpool__outcome": outcome,
+    }
+    if outcome != "succeeded":
+        extra["error__type"] = outcome
+    return key(pool, **extra)
+
+
+def consumed(outcome: str, pool: str = "default") -> tuple[tuple[str, Any], ...]:
+    extra = {"messaging__operation__name": "process", "workpool__outcome": outcome}
+    if outcome != "succeeded":
+        extra["error__type"] = outcome
+    return key(pool, **extra)
+
+
+SENT = key(messaging__operation__name="send")
+REJECTED = key(messaging__operation__name="send", error__type="queue_full")
 
 
 async def ok(scope: Scope, stopping: StopToken) -> None:
@@ -64,9 +103,43 @@ async def bad(scope: Scope, stopping: StopToken) -> None:
     raise ValueError("always")
 
 
+def test_every_counter_and_gauge_is_reported_at_zero_from_the_start(sdk: Sdk) -> None:
+    """Before any item, each counter exists at 0 (so the first increase is never lost)."""
+    provider, reader = sdk
+    with PoolMetrics(WorkerPool(consumers=3, capacity=5), meter_provider=provider):
+        got = collect(reader)
+    for name in COUNTERS + GAUGES:
+        assert name in got, name
+    assert got["messaging.client.sent.messages"][SENT].value == 0
+    assert got["messaging.client.sent.messages"][REJECTED].value == 0
+    for outcome in ("succeeded", "failed", "cancelled"):
+        assert got["messaging.client.consumed.messages"][consumed(outcome)].value == 0
+    for name in COUNTERS[2:]:
+        assert [point.value for point in got[name].values()] == [0], name
+    assert got["workpool.consumer.count"][key()].value == 3
+    assert got["workpool.queue.capacity"][key()].value == 5
+
+
 @pytest.mark.anyio
-async def test_item_outcomes_and_timings_are_counted_by_work_name(sdk: Sdk) -> None:
-    """Succeeded, failed, retried and both histograms carry the work name."""
+async def test_instrument_names_are_semantic_conventions_or_one_namespace(sdk: Sdk) -> None:
+    """Every instrument is a messaging.* semantic convention or under ``workpool.``."""
+    provider, reader = sdk
+    pool = WorkerPool()
+    with PoolMetrics(pool, meter_provider=provider):
+        async with pool:
+            await pool.enqueue(ok)  # so that the histograms have points
+        got = collect(reader)
+    assert set(got) == set(COUNTERS + GAUGES + HISTOGRAMS)
+    for name in got:
+        prefix = name.split(".")[0]
+        assert prefix in {"messaging", "workpool"}, name
+        if prefix == "workpool":
+            assert name.split(".")[1] in {"item", "queue", "consumer"}, name
+
+
+@pytest.mark.anyio
+async def test_item_outcomes_and_timings_are_counted(sdk: Sdk) -> None:
+    """Consumed counts by outcome, retries, and both histograms by work name and outcome."""
     provider, reader = sdk
     flaky_calls = 0
 
@@ -87,21 +160,55 @@ async def test_item_outcomes_and_timings_are_counted_by_work_name(sdk: Sdk) -> N
                 await pool.join()
         got = collect(reader)
 
-    def value(metric: str, work: str) -> Any:
-        return got[metric][key(work, "orders")].value
+    count = got["messaging.client.consumed.messages"]
+    assert count[consumed("succeeded", "orders")].value == 4
+    assert count[consumed("failed", "orders")].value == 1
+    assert count[consumed("cancelled", "orders")].value == 0
+    assert got["workpool.item.retries"][key("orders")].value == 3
+    assert (
+        got["messaging.client.sent.messages"][
+            key("orders", **{"messaging__operation__name": "send"})
+        ].value
+        == 5
+    )
+    process = got["messaging.process.duration"]
+    wait = got["workpool.item.wait.duration"]
+    assert process[item_key("ok", "succeeded", "orders")].count == 3
+    assert process[item_key("flaky", "succeeded", "orders")].count == 1
+    assert process[item_key("bad", "failed", "orders")].count == 1
+    assert item_key("ok", "failed", "orders") not in process
+    assert wait[item_key("ok", "succeeded", "orders")].count == 3
+    assert wait[item_key("ok", "succeeded", "orders")].min >= 0
+    assert got["workpool.queue.depth"][key("orders")].value == 0
 
-    assert value("workpool.items.succeeded", "ok") == 3
-    assert value("workpool.items.succeeded", "flaky") == 1
-    assert value("workpool.items.failed", "bad") == 1
-    assert value("workpool.items.retried", "bad") == 2
-    assert value("workpool.items.retried", "flaky") == 1
-    assert key("ok", "orders") not in got["workpool.items.failed"]
-    wait = got["workpool.item.wait.duration"][key("ok", "orders")]
-    run = got["workpool.item.run.duration"][key("bad", "orders")]
-    assert (wait.count, run.count) == (3, 1)
-    assert wait.min >= 0
-    assert got["workpool.items.enqueued"][key(pool="orders")].value == 5
-    assert got["workpool.queue.depth"][key(pool="orders")].value == 0
+
+@pytest.mark.anyio
+async def test_duration_histograms_have_buckets_for_background_work(sdk: Sdk) -> None:
+    """The SDK takes the bucket advice: 10 ms items do not share a bucket with 1 s ones."""
+    provider, reader = sdk
+    seconds = {"quick": 0.01, "slow": 0.3}
+
+    async def sleeper(scope: Scope, stopping: StopToken) -> None:
+        assert scope.item is not None
+        await anyio.sleep(seconds[scope.item.name])
+
+    pool = WorkerPool(consumers=2)
+    with PoolMetrics(pool, meter_provider=provider), anyio.fail_after(10):
+        async with pool:
+            await pool.enqueue(sleeper, name="quick")
+            await pool.enqueue(sleeper, name="slow")
+        got = collect(reader)
+    for name in HISTOGRAMS:
+        for point in got[name].values():
+            assert isinstance(point, HistogramDataPoint)
+            assert tuple(point.explicit_bounds) == DURATION_BUCKETS, name
+    process = got["messaging.process.duration"]
+    quick = process[item_key("quick", "succeeded")]
+    slow = process[item_key("slow", "succeeded")]
+    assert quick.bucket_counts.index(1) < slow.bucket_counts.index(1)
+    assert DURATION_BUCKETS[0] <= 0.001
+    assert DURATION_BUCKETS[-1] >= 600  # ten minutes and more
+    assert list(DURATION_BUCKETS) == sorted(DURATION_BUCKETS)
 
 
 @pytest.mark.anyio
@@ -121,15 +228,16 @@ async def test_gauges_show_queue_depth_and_busy_consumers(sdk: Sdk) -> None:
             await anyio.wait_all_tasks_blocked()
             got = collect(reader)
             gate.set()
-    assert got["workpool.consumers.busy"][key()].value == 2
+    assert got["workpool.consumer.busy"][key()].value == 2
+    assert got["workpool.consumer.count"][key()].value == 2
     assert got["workpool.queue.depth"][key()].value == 3
     assert got["workpool.queue.capacity"][key()].value == 10
-    assert got["workpool.items.enqueued"][key()].value == 5
+    assert got["messaging.client.sent.messages"][SENT].value == 5
 
 
 @pytest.mark.anyio
-async def test_dropped_items_are_counted_by_work_name(sdk: Sdk) -> None:
-    """An item a full channel drops is counted, with its work name."""
+async def test_dropped_and_rejected_items_are_counted(sdk: Sdk) -> None:
+    """A dropped item counts, and its wait is recorded under its work name as dropped."""
     provider, reader = sdk
     pool = WorkerPool(consumers=1, capacity=1, full_mode=FullMode.DROP_WRITE)
     with PoolMetrics(pool, meter_provider=provider):
@@ -139,8 +247,21 @@ async def test_dropped_items_are_counted_by_work_name(sdk: Sdk) -> None:
             pass
         got = collect(reader)
     assert dropped.state.name == "DROPPED"
-    assert got["workpool.items.dropped"][key("late")].value == 1
-    assert got["workpool.items.succeeded"][key("kept")].value == 1
+    assert got["workpool.item.dropped"][key()].value == 1
+    assert got["workpool.item.wait.duration"][item_key("late", "dropped")].count == 1
+    assert got["messaging.process.duration"][item_key("kept", "succeeded")].count == 1
+
+    rejecting = WorkerPool(consumers=1, capacity=1, full_mode=FullMode.REJECT)
+    with PoolMetrics(rejecting, meter_provider=provider, pool_name="r"):
+        await rejecting.enqueue(ok)
+        with pytest.raises(Exception, match="full"):
+            await rejecting.enqueue(ok)
+        got = collect(reader)
+        async with rejecting:
+            pass
+    sent = got["messaging.client.sent.messages"]
+    assert sent[key("r", messaging__operation__name="send")].value == 1
+    assert sent[key("r", messaging__operation__name="send", error__type="queue_full")].value == 1
 
 
 @pytest.mark.anyio
@@ -158,13 +279,14 @@ async def test_cancelled_and_abandoned_items_are_counted(sdk: Sdk) -> None:
             await pool.enqueue(stuck, name="stuck")
             await anyio.wait_all_tasks_blocked()
         got = collect(reader)
-    assert got["workpool.items.cancelled"][key("stuck")].value == 1
-    assert got["workpool.items.abandoned"][key()].value == 1
+    assert got["messaging.client.consumed.messages"][consumed("cancelled")].value == 1
+    assert got["messaging.process.duration"][item_key("stuck", "cancelled")].count == 1
+    assert got["workpool.item.abandoned"][key()].value == 1
 
 
 @pytest.mark.anyio
 async def test_two_pools_on_one_provider_are_reported_apart(sdk: Sdk) -> None:
-    """Each pool's gauges and counters carry its own pool name."""
+    """Each pool's gauges and counters carry its own destination name."""
     provider, reader = sdk
     first, second = WorkerPool(capacity=7), WorkerPool(capacity=9)
     with (
@@ -173,8 +295,8 @@ async def test_two_pools_on_one_provider_are_reported_apart(sdk: Sdk) -> None:
     ):
         got = collect(reader)
     capacity = got["workpool.queue.capacity"]
-    assert capacity[key(pool="a")].value == 7
-    assert capacity[key(pool="b")].value == 9
+    assert capacity[key("a")].value == 7
+    assert capacity[key("b")].value == 9
 
 
 @pytest.mark.anyio
@@ -189,7 +311,8 @@ async def test_close_stops_reporting(sdk: Sdk) -> None:
         await pool.enqueue(ok)
     got = collect(reader)
     assert key() not in got.get("workpool.queue.capacity", {})
-    assert "workpool.items.succeeded" not in got
+    assert consumed("succeeded") not in got.get("messaging.client.consumed.messages", {})
+    assert "messaging.process.duration" not in got
 
 
 def test_instrumenting_a_pool_twice_on_one_provider_is_an_error(sdk: Sdk) -> None:

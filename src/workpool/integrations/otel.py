@@ -8,28 +8,15 @@ and exporters are the application's choice)::
     pool = WorkerPool.from_settings()
     metrics = PoolMetrics(pool, pool_name="orders")   # uses the global MeterProvider
 
-Instruments (meter ``workpool``; every one carries ``workpool.pool.name``, the
-per-item ones also ``workpool.work.name``):
+Names follow the OpenTelemetry messaging semantic conventions where they fit
+(``messaging.*``) and use one ``workpool.`` namespace where they do not. Every
+point carries ``messaging.system`` (``"workpool"``) and
+``messaging.destination.name`` (the pool name). Counters are the pool's lifetime
+totals from ``pool.stats()``, reported from the start (zeros included); the
+histograms break items down by ``workpool.work.name`` and ``workpool.outcome``.
+docs/integrations.md has the table of instruments.
 
-==================================  =================  ===================================
-``workpool.items.enqueued``         counter (async)    accepted by ``enqueue*`` (per pool)
-``workpool.items.succeeded``        counter (async)    items that succeeded
-``workpool.items.failed``           counter (async)    items that failed for good
-``workpool.items.retried``          counter (async)    attempts beyond the first
-``workpool.items.cancelled``        counter (async)    in flight at the shutdown deadline
-``workpool.items.dropped``          counter (async)    dropped by a full channel
-``workpool.items.rejected``         counter (async)    ``QueueFullError`` raised (per pool)
-``workpool.items.abandoned``        counter (async)    queued, unstarted at the deadline
-``workpool.item.wait.duration``     histogram (s)      enqueue to start
-``workpool.item.run.duration``      histogram (s)      start to end, all attempts
-``workpool.queue.depth``            gauge (async)      items waiting in the channel
-``workpool.queue.capacity``         gauge (async)      the channel's capacity
-``workpool.consumers.busy``         gauge (async)      consumers running an item
-==================================  =================  ===================================
-
-Per-work-name counts are kept in the `PoolMetrics` as items end and reported,
-like ``pool.stats()``, when the metrics are collected; the histograms are recorded
-as each item ends. With nothing instrumented, the pool does no extra work at all.
+With nothing instrumented, the pool does no extra work at all.
 """
 
 from __future__ import annotations
@@ -48,7 +35,7 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra
         "pip install 'workpool[otel]'"
     ) from exc
 
-from .. import ItemState, WorkerPool, WorkItem
+from .. import WorkerPool, WorkItem
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
@@ -60,13 +47,79 @@ if TYPE_CHECKING:
 __all__ = ["PoolMetrics"]
 
 METER_NAME: Final = "workpool"
-POOL_NAME: Final = "workpool.pool.name"
+SYSTEM: Final = "messaging.system"
+DESTINATION: Final = "messaging.destination.name"
+OPERATION: Final = "messaging.operation.name"
 WORK_NAME: Final = "workpool.work.name"
+OUTCOME: Final = "workpool.outcome"
+ERROR_TYPE: Final = "error.type"
+
+# Bucket advice for both duration histograms, in seconds: background work runs from
+# a millisecond to minutes, where the SDK's default boundaries (0, 5, 10, 25, ... as
+# if milliseconds) put every item under 5 s in one bucket. Roughly 1-2.5-5 per decade.
+DURATION_BUCKETS: Final = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0,
+)  # fmt: skip
 
 # Snapshots are reused for this long, so one collection computes stats() once.
 _SNAPSHOT_TTL = 0.05
 # Work names are few; a program naming each item differently gets no cache past this.
 _MAX_CACHED_NAMES = 1024
+
+# (instrument, unit, description, [(stats field, extra attributes), ...]): the
+# counters, each a sum of pool.stats() fields split by attributes.
+_COUNTERS: Final[tuple[tuple[str, str, str, tuple[tuple[str, dict[str, str]], ...]], ...]] = (
+    (
+        "messaging.client.sent.messages",
+        "{message}",
+        "Items offered to enqueue*: accepted, or refused with QueueFullError "
+        "(error.type queue_full)",
+        (
+            ("enqueued", {OPERATION: "send"}),
+            ("rejected", {OPERATION: "send", ERROR_TYPE: "queue_full"}),
+        ),
+    ),
+    (
+        "messaging.client.consumed.messages",
+        "{message}",
+        "Items a consumer took and finished, by outcome",
+        tuple(
+            (outcome, {OPERATION: "process", OUTCOME: outcome, **error})
+            for outcome, error in (
+                ("succeeded", {}),
+                ("failed", {ERROR_TYPE: "failed"}),
+                ("cancelled", {ERROR_TYPE: "cancelled"}),
+            )
+        ),
+    ),
+    ("workpool.item.retries", "{attempt}", "Attempts beyond the first", (("retried", {}),)),
+    (
+        "workpool.item.timeouts",
+        "{attempt}",
+        "Attempts cut off by their timeout",
+        (("timed_out", {}),),
+    ),
+    (
+        "workpool.item.dropped",
+        "{item}",
+        "Accepted items a full channel dropped",
+        (("dropped", {}),),
+    ),
+    (
+        "workpool.item.abandoned",
+        "{item}",
+        "Queued items taken out unstarted at the shutdown deadline",
+        (("abandoned", {}),),
+    ),
+)
+
+_GAUGES: Final = (
+    ("workpool.queue.depth", "queued", "{item}", "Items waiting in the channel"),
+    ("workpool.queue.capacity", "capacity", "{item}", "How many items the channel holds"),
+    ("workpool.consumer.busy", "busy", "{consumer}", "Consumers running an item"),
+    ("workpool.consumer.count", "consumers", "{consumer}", "Consumers of the pool"),
+)
 
 
 def _version() -> str:
@@ -91,80 +144,39 @@ class _Instruments:
         meter = provider.get_meter(METER_NAME, _version())
         self.attached: dict[int, PoolMetrics] = {}
         self.lock = threading.Lock()
-        # Outcome counts are kept per work name by each PoolMetrics (a dict increment
-        # per item) and reported when metrics are collected: an SDK counter.add costs
-        # several microseconds, more than running a no-op item.
-        for outcome, unit, description in (
-            ("succeeded", "{item}", "Items that succeeded"),
-            ("failed", "{item}", "Items that failed for good"),
-            ("retried", "{attempt}", "Attempts beyond the first"),
-            ("cancelled", "{item}", "Items cancelled in flight at the shutdown deadline"),
-            ("dropped", "{item}", "Items dropped by a full channel"),
-        ):
+        # Counters read pool.stats() when metrics are collected: an SDK counter.add
+        # costs several microseconds, more than running a no-op item, and the stats
+        # exist from the start, so every counter is reported at zero until it moves.
+        for name, unit, description, parts in _COUNTERS:
             meter.create_observable_counter(
-                f"workpool.items.{outcome}",
-                [self._observe_counts(outcome)],
-                unit=unit,
-                description=description,
+                name, [self._observe_sum(parts)], unit=unit, description=description
             )
+        for name, field, unit, description in _GAUGES:
+            meter.create_observable_gauge(
+                name, [self._observe_sum(((field, {}),))], unit=unit, description=description
+            )
+        self.process = meter.create_histogram(
+            "messaging.process.duration",
+            unit="s",
+            description="Time from the start of an item's first attempt to the end of its last",
+            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
+        )
         self.wait = meter.create_histogram(
             "workpool.item.wait.duration",
             unit="s",
-            description="Time from enqueue to the start of the first attempt",
+            description="Time an item waited in the channel, until it started or was dropped",
+            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
         )
-        self.run = meter.create_histogram(
-            "workpool.item.run.duration",
-            unit="s",
-            description="Time from the start of the first attempt to the end of the last",
-        )
-        # Pool-level readings of pool.stats(): (instrument, stats field, unit, description).
-        for name, field, unit, description in (
-            ("workpool.items.enqueued", "enqueued", "{item}", "Items accepted by enqueue"),
-            (
-                "workpool.items.rejected",
-                "rejected",
-                "{item}",
-                "Enqueues refused with QueueFullError",
-            ),
-            (
-                "workpool.items.abandoned",
-                "abandoned",
-                "{item}",
-                "Queued items taken out unstarted at the shutdown deadline",
-            ),
-        ):
-            meter.create_observable_counter(
-                name, [self._observe(field)], unit=unit, description=description
-            )
-        for name, field, unit, description in (
-            ("workpool.queue.depth", "queued", "{item}", "Items waiting in the channel"),
-            (
-                "workpool.queue.capacity",
-                "capacity",
-                "{item}",
-                "How many items the channel holds",
-            ),
-            ("workpool.consumers.busy", "busy", "{consumer}", "Consumers running an item"),
-        ):
-            meter.create_observable_gauge(
-                name, [self._observe(field)], unit=unit, description=description
-            )
 
-    def _observe(self, field: str) -> Any:
+    def _observe_sum(self, parts: tuple[tuple[str, dict[str, str]], ...]) -> Any:
         def callback(options: CallbackOptions) -> Iterable[Observation]:
-            return [
-                Observation(getattr(m._snapshot(), field), m._pool_attributes) for m in self.pools()
-            ]
-
-        return callback
-
-    def _observe_counts(self, outcome: str) -> Any:
-        def callback(options: CallbackOptions) -> Iterable[Observation]:
-            return [
-                Observation(count, m._attributes_of(name))
-                for m in self.pools()
-                for name, count in list(m._counts[outcome].items())
-            ]
+            observations = []
+            for m in self.pools():
+                snapshot = m._snapshot()
+                for field, extra in parts:
+                    attributes = {**m._pool_attributes, **extra}
+                    observations.append(Observation(getattr(snapshot, field), attributes))
+            return observations
 
         return callback
 
@@ -190,14 +202,15 @@ def _instruments_for(provider: MeterProvider) -> _Instruments:
 class PoolMetrics:
     """Reports a pool's metrics through OpenTelemetry, until `close` (or ``with``).
 
-    Attach it before or after the pool starts; the per-item instruments count the
-    items that end while it is attached.
+    Attach it before or after the pool starts: the counters and gauges report the
+    pool's own totals (from ``pool.stats()``), the histograms the items that end
+    while it is attached.
 
     Args:
         pool: the `WorkerPool` to observe.
         meter_provider: the ``MeterProvider``; default the global one
             (``opentelemetry.metrics.get_meter_provider()``).
-        pool_name: the ``workpool.pool.name`` attribute, to tell pools apart.
+        pool_name: the ``messaging.destination.name`` attribute, to tell pools apart.
 
     Raises:
         TypeError: *pool* is not a `WorkerPool`.
@@ -208,7 +221,6 @@ class PoolMetrics:
         "__weakref__",
         "_attrs_by_work",
         "_closed",
-        "_counts",
         "_instruments",
         "_pool",
         "_pool_attributes",
@@ -232,11 +244,8 @@ class PoolMetrics:
         self._instruments = _instruments_for(provider)
         self._pool = pool
         self.pool_name = pool_name
-        self._pool_attributes: dict[str, str] = {POOL_NAME: pool_name}
-        self._attrs_by_work: dict[str, dict[str, str]] = {}
-        self._counts: dict[str, dict[str, int]] = {
-            outcome: {} for outcome in ("succeeded", "failed", "retried", "cancelled", "dropped")
-        }
+        self._pool_attributes: dict[str, str] = {SYSTEM: "workpool", DESTINATION: pool_name}
+        self._attrs_by_work: dict[tuple[str, str], dict[str, str]] = {}
         self._snapshot_at = -1.0
         self._snapshot_value: PoolStats | None = None
         self._closed = False
@@ -273,36 +282,31 @@ class PoolMetrics:
 
     # -- recording ------------------------------------------------------------------
 
-    def _attributes_of(self, name: str) -> dict[str, str]:
-        attributes = self._attrs_by_work.get(name)
+    def _attributes_of(self, name: str, outcome: str) -> dict[str, str]:
+        attributes = self._attrs_by_work.get((name, outcome))
         if attributes is None:
-            attributes = {POOL_NAME: self.pool_name, WORK_NAME: name}
+            attributes = {
+                **self._pool_attributes,
+                OPERATION: "process",
+                WORK_NAME: name,
+                OUTCOME: outcome,
+            }
+            if outcome != "succeeded":
+                attributes[ERROR_TYPE] = outcome
             if len(self._attrs_by_work) < _MAX_CACHED_NAMES:
-                self._attrs_by_work[name] = attributes
+                self._attrs_by_work[name, outcome] = attributes
         return attributes
 
-    def _count(self, outcome: str, name: str, n: int = 1) -> None:
-        counts = self._counts[outcome]
-        counts[name] = counts.get(name, 0) + n
-
     def _item_done(self, item: WorkItem, started: float, finished: float) -> None:
-        name = item.name
-        state = item.state
-        if state is ItemState.SUCCEEDED:
-            self._count("succeeded", name)
-        elif state is ItemState.FAILED:
-            self._count("failed", name)
-        elif state is ItemState.CANCELLED:
-            self._count("cancelled", name)
-        if item.attempts > 1:
-            self._count("retried", name, item.attempts - 1)
+        # item.state.value is the outcome: "succeeded", "failed" or "cancelled".
+        attributes = self._attributes_of(item.name, item.state.value)
         instruments = self._instruments
-        attributes = self._attributes_of(name)
         instruments.wait.record(max(0.0, started - item.enqueued_at), attributes)
-        instruments.run.record(finished - started, attributes)
+        instruments.process.record(finished - started, attributes)
 
     def _item_dropped(self, item: WorkItem) -> None:
-        self._count("dropped", item.name)
+        waited = max(0.0, time.monotonic() - item.enqueued_at)
+        self._instruments.wait.record(waited, self._attributes_of(item.name, "dropped"))
 
     def _snapshot(self) -> PoolStats:
         # Collections run in the exporter's thread; stats() reads plain counters.
