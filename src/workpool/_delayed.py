@@ -99,7 +99,12 @@ class Later:
     def holder(self, item: WorkItem) -> WorkItem | None:
         """The unfinished item that holds *item*'s key, if any."""
         key = item.key
-        return None if key is None else self.keys.get(key)
+        if key is None:
+            return None
+        held = self.keys.get(key)
+        # An item in a final state is finished, even before its consumer settles it
+        # (releasing its session, calling on_dead_letter): the key is free.
+        return None if held is None or held.state.finished else held
 
     def hold_key(self, item: WorkItem) -> None:
         """Let *item*, just accepted, hold its key (if it has one)."""
