@@ -363,16 +363,19 @@ class BackgroundWorker(MemoryChannelBase):
             # Woken: this call has yielded already, so the item is taken at once
             # (or the wait goes on, when another consumer was quicker).
             try:
-                item = self.dequeue_nowait()
+                return self.dequeue_nowait()
             except anyio.WouldBlock:
-                continue
-            if self._delayed and self._getters:
-                # This getter may have been the one timing the next due item.
-                wake_first(self._getters)
-            return item
+                pass
 
     async def _wait_due(self, event: anyio.Event) -> None:
-        """Wait for *event*, or until the first delayed item is due."""
+        """Wait for *event*, or until the first delayed item is due.
+
+        A getter that started waiting before anything was delayed has no deadline:
+        the item that becomes the first due wakes the first getter, which waits again
+        with one (at the back of the line, so it is woken for a ready item only after
+        every getter ahead of it, which then wait with a deadline too); a getter that
+        leaves cancelled wakes the next one in its place.
+        """
         seconds = self._later.seconds_to_due()
         if seconds > 0:
             with anyio.move_on_after(seconds):
