@@ -149,7 +149,11 @@ class Later:
 
     def evict(self, ready: deque[WorkItem], *, newest: bool) -> WorkItem:
         """Take out the waiting item (ready or delayed) accepted last (*newest*) or
-        first, for ``drop_newest`` / ``drop_oldest``."""
+        first, for ``drop_newest`` / ``drop_oldest``.
+
+        Linear in the delayed items: only a full channel in a drop mode that holds
+        delayed items comes here.
+        """
         heap = self.heap
         if heap:
             entry = max(heap, key=_order) if newest else min(heap, key=_order)
