@@ -2,7 +2,8 @@
 
 `ItemRunner.process` is the whole life of an item in a consumer, top to bottom:
 
-1. join the parent session (or get a new one lazily) -- `ItemSession`;
+1. join the parent session, or get a new one: at once when the session manager
+   has ``on_end`` hooks (they see every item's session), else lazily -- `ItemSession`;
 2. run attempts, each in a fresh `Scope` under the per-attempt timeout
    (`ItemRunner._attempt`), waiting between them as the retry policy says; a wait
    too long for a durable channel's lease reschedules the item instead;
@@ -32,7 +33,7 @@ from ._log import logger
 from ._retry import RetryPolicy, RetryRun
 from ._scope import Scope, ScopeFactory, close_scope_nowait, scope_log_ids
 from ._seam import Settle
-from ._session import ItemSession, SessionManager
+from ._session import ItemSession, SessionManager, end_hooks
 
 if TYPE_CHECKING:
     from types import CodeType
@@ -79,6 +80,7 @@ class ItemRunner:
         "_channel",
         "_default_retry",
         "_eager_factory",
+        "_end_hooks",
         "_factory",
         "_on_dead_letter",
         "_sessions",
@@ -106,6 +108,8 @@ class ItemRunner:
         self._state = state
         self._channel = channel
         self._sessions = sessions
+        # Live: a hook added later counts from the next item on.
+        self._end_hooks = end_hooks(sessions)
         self._factory = factory
         self._eager_factory = eager_factory
         self._task_timeout = task_timeout
@@ -138,8 +142,8 @@ class ItemRunner:
         # How the channel hears of the outcome; None once it has been told.
         outcome: Settle | None = _DONE
         try:
-            if item.parent_session is not None:
-                failure = await slot.join_parent()
+            if item.parent_session is not None or self._end_hooks:
+                failure = await slot.open(bool(self._end_hooks))
             attempt = item.attempts + 1  # attempts carried over by a durable channel
             while failure is None:
                 item.attempts = attempt
