@@ -29,6 +29,7 @@ import anyio.to_thread
 from ._context import CURRENT_SCOPE
 from ._hooks import Hook, call_hook
 from ._item import ItemState, Work, WorkItem, retry_of
+from ._itemlog import log_failed, log_retry
 from ._log import logger
 from ._retry import RetryPolicy, RetryRun
 from ._scope import Scope, ScopeFactory, close_scope_nowait, scope_log_ids
@@ -167,6 +168,8 @@ class ItemRunner:
                     # it; with its own traceback back, no cycle keeps it alive.
                     failure = final.with_traceback(traceback) if final is error else final
                     break
+                else:
+                    log_retry(item, slot, delay, error)
                 finally:
                     del error, traceback
                 if delay > self._channel.max_local_backoff:
@@ -246,9 +249,11 @@ class ItemRunner:
         except Exception as exc:
             if deadline is not None and deadline.cancel_called and isinstance(exc, TimeoutError):
                 self._state.timed_out += 1
+            slot.failed_scope_id = scope.id
             return exc
         except BaseException as exc:
             if _works_own_cancelled_error(exc):
+                slot.failed_scope_id = scope.id
                 return exc
             raise
         finally:
@@ -284,23 +289,7 @@ class ItemRunner:
         durable channel at once (it formats the error and keeps none of it)."""
         item.state = _FAILED
         self._state.failed += 1
-        session = slot.session
-        logger.error(
-            "%s failed for good after %d attempt%s: %s: %s",
-            item.name,
-            item.attempts,
-            "" if item.attempts == 1 else "s",
-            type(failure).__name__,
-            failure,
-            exc_info=failure,
-            extra={
-                "work_name": item.name,
-                "attempt": item.attempts,
-                "item_id": item.id,
-                "scope_id": None,
-                "session_id": session.id if session is not None else None,
-            },
-        )
+        log_failed(item, slot, failure)
         try:
             if self._on_dead_letter is not None:
                 self._state.dead_lettered += 1

@@ -325,13 +325,15 @@ class ItemSession:
     session to release.
     """
 
-    __slots__ = ("held", "item", "manager", "session")
+    __slots__ = ("failed_scope_id", "held", "item", "manager", "session")
 
     def __init__(self, item: WorkItem, manager: SessionManager) -> None:
         self.item = item
         self.manager = manager
         self.session: Session | None = None
         self.held = False
+        self.failed_scope_id: UUID | None = None
+        """The scope id of the item's last failed attempt, for its log records."""
 
     def join(self, session: Session) -> None:
         """Hold *session* for the item (its parent), through the session's own manager."""
