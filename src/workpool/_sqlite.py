@@ -10,24 +10,20 @@ decoding of claimed messages in `_sqlite_items`.
 from __future__ import annotations
 
 import time
-from collections import deque
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Final, final
+from typing import TYPE_CHECKING, Any, final
 from uuid import UUID
-
-import anyio
 
 from . import _sqlite_sql as sql
 from ._checks import check_seconds
 from ._exceptions import PoolClosedError, QueueFullError
 from ._full import FullMode
 from ._item import WorkItem
-from ._log import logger
-from ._payload import DeadLetter, format_error, plain_arguments
-from ._seam import Settle
+from ._payload import DeadLetter, plain_arguments
 from ._session import Session
-from ._sqlite_items import ChannelOptions, check_delay, check_key, restore_item
-from ._sqlite_store import Request, SqliteStore
+from ._sqlite_claims import Claims
+from ._sqlite_items import ChannelOptions, check_delay, check_key
+from ._sqlite_store import SqliteStore
 from ._task import TaskCall, encode_call
 from ._uuid import new_uuid4
 from ._watchdog import loop_poster
@@ -39,13 +35,9 @@ if TYPE_CHECKING:
     from ._hooks import Hook
     from ._item import Work
     from ._retry import RetryPolicy
+    from ._seam import Settle
 
 __all__ = ["SqliteChannel"]
-
-# How often an idle consumer looks for work that other processes stored (work stored
-# by this channel, and releases, wake it at once).
-_POLL: Final = 0.05
-_DONE: Final = Settle.DONE
 
 
 @final
@@ -115,22 +107,9 @@ class SqliteChannel:
             busy_timeout=min(1.0, options.outage_timeout / 4),
             label=f"{options.path!r} queue {options.queue!r}",
         )
-        self._tasks: Mapping[str, Any] = {}
-        self._post: Callable[[Callable[[], object]], object] | None = None
-        self._ready: deque[WorkItem] = deque()
-        self._held: dict[UUID, WorkItem] = {}
-        self._waiting = 0
-        self._fetching = False
-        self._maybe_due = True
-        self._arrived: anyio.Event | None = None  # a fetch ended
-        self._wakeup: anyio.Event | None = None  # new work may be due
-        self._room: anyio.Event | None = None  # an item finished (capacity)
-        self._claiming: anyio.Event | None = None  # set when no claim is in flight
-        self._closed = False
-        self._pending = 0  # settlements not yet committed
+        self._claims = Claims(self._store, options, f"{options.path!r} queue {options.queue!r}")
         self._enqueued = 0
         self._rejected = 0
-        self._queued = 0
         self._drop_hooks: list[Hook] = []
 
     # -- introspection -------------------------------------------------------------------
@@ -168,7 +147,7 @@ class SqliteChannel:
     @property
     def closed(self) -> bool:
         """Whether `close` was called."""
-        return self._closed
+        return self._claims.closed
 
     @property
     def enqueued_total(self) -> int:
@@ -187,12 +166,12 @@ class SqliteChannel:
 
     def qsize(self) -> int:
         """Items waiting in the queue (all processes; refreshed while the pool runs)."""
-        return self._queued
+        return self._claims.queued
 
     def __repr__(self) -> str:
         return (
             f"<SqliteChannel {self._options.path!r} queue={self._options.queue!r}"
-            f"{' closed' if self._closed else ''}>"
+            f"{' closed' if self._claims.closed else ''}>"
         )
 
     # -- producers -----------------------------------------------------------------------
@@ -250,7 +229,7 @@ class SqliteChannel:
         check_key(key)
         item_timeout = None if timeout is None else check_seconds(timeout, "timeout")
         payload = encode_call(work, max_bytes=options.max_message_bytes).decode()
-        if self._closed:
+        if self._claims.closed:
             raise PoolClosedError(
                 "the channel is closed and accepts no more work; enqueue before shutdown"
             )
@@ -271,7 +250,7 @@ class SqliteChannel:
             )
             if status == "added":
                 self._enqueued += 1
-                self._wake(due=seconds == 0)
+                self._claims.wake(due=seconds == 0)
                 break
             if status == "exists":
                 message_id = UUID(existing)
@@ -282,7 +261,9 @@ class SqliteChannel:
                     f"the queue {options.queue!r} is full ({options.capacity} unfinished "
                     "items) and its full_mode is 'reject'; retry later or raise the capacity"
                 )
-            await self._wait_for_room()
+            if self._claims.closed:
+                raise PoolClosedError("the channel closed while enqueue waited for room")
+            await self._claims.wait_for_room()
         item = WorkItem.restore(
             work,
             id=message_id,
@@ -320,14 +301,6 @@ class SqliteChannel:
             "an await: use 'await enqueue(...)' (or pool.enqueue_threadsafe() from a thread)"
         )
 
-    async def _wait_for_room(self) -> None:
-        if self._closed:
-            raise PoolClosedError("the channel closed while enqueue waited for room")
-        if self._room is None:
-            self._room = anyio.Event()
-        with anyio.move_on_after(_POLL):  # other processes free room too
-            await self._room.wait()
-
     # -- consumers -----------------------------------------------------------------------
 
     async def open(self, tasks: Mapping[str, Any]) -> None:
@@ -337,39 +310,15 @@ class SqliteChannel:
             ChannelUnavailableError: the store could not be opened within
                 ``outage_timeout``.
         """
-        self._tasks = tasks
-        self._post = loop_poster()
+        self._claims.tasks = tasks
+        self._claims.post = loop_poster()
         await self._store.call(
             sql.next_due, writes=False, deadline=time.monotonic() + self._options.outage_timeout
         )
 
     async def run(self) -> None:
         """Renew the leases of held items and refresh `qsize`, until cancelled."""
-        self._post = loop_poster()
-        lease = self._options.lease
-        tick = min(lease / 3, 1.0)
-        lost_before: set[UUID] = set()
-        while True:
-            await anyio.sleep(tick)
-            held = [(str(item.id), item.receipt) for item in self._held.values()]
-            try:
-                lost, (queued, _) = await self._store.call(_housekeeping, held, lease)
-            except Exception:
-                logger.exception("renewing the leases of %s failed", self)
-                continue
-            self._queued = queued
-            for message_id in lost:
-                key = UUID(message_id)
-                item = self._held.get(key)
-                if item is not None and key not in lost_before:
-                    lost_before.add(key)
-                    logger.warning(
-                        "the lease of %s (%s) expired before it could be renewed; another "
-                        "consumer may run it too (make tasks idempotent, or raise lease=)",
-                        item.name,
-                        key,
-                        extra={"work_name": item.name, "item_id": key},
-                    )
+        await self._claims.run()
 
     def claim_nowait(self) -> WorkItem:
         """An item claimed already for a waiting consumer.
@@ -378,94 +327,16 @@ class SqliteChannel:
             anyio.WouldBlock: none.
             PoolClosedError: the channel is closed (it stops claiming at once).
         """
-        if self._closed:
-            raise PoolClosedError("the channel is closed: a durable channel stops claiming")
-        if not self._ready:
-            raise anyio.WouldBlock
-        return self._ready.popleft()
+        return self._claims.claim_nowait()
 
     async def claim(self) -> WorkItem:
-        """Claim the next due item, waiting for one; FIFO among due items.
-
-        Claims are made for the consumers waiting here, no more.
+        """Claim the next due item, waiting for one; FIFO among due items. Claims are
+        made for the consumers waiting, no more.
 
         Raises:
             PoolClosedError: the channel is closed.
         """
-        while True:
-            if self._closed:
-                raise PoolClosedError("the channel is closed: a durable channel stops claiming")
-            if self._ready:
-                return self._ready.popleft()
-            self._waiting += 1
-            try:
-                if self._fetching:
-                    if self._arrived is None:
-                        self._arrived = anyio.Event()
-                    await self._arrived.wait()
-                else:
-                    self._fetching = True
-                    try:
-                        await self._fetch()
-                    finally:
-                        self._fetching = False
-                        arrived, self._arrived = self._arrived, None
-                        if arrived is not None:
-                            arrived.set()
-            finally:
-                self._waiting -= 1
-
-    async def _fetch(self) -> None:
-        """Claim for the waiting consumers, or wait until something may be due."""
-        if self._post is None:
-            self._post = loop_poster()
-        if self._maybe_due:
-            done = self._claiming = anyio.Event()
-            self._store.submit(
-                Request(
-                    sql.claim,
-                    (self._waiting, self._options.lease),
-                    after=self._restore_all,
-                    notify=self._claimed,
-                    post=self._post,
-                )
-            )
-            await done.wait()
-            return
-        next_due = await self._store.call(sql.next_due, writes=False)
-        wait = _POLL if next_due is None else min(_POLL, next_due - time.time())
-        if wait > 0:
-            if self._wakeup is None:
-                self._wakeup = anyio.Event()
-            with anyio.move_on_after(wait):
-                await self._wakeup.wait()
-        self._maybe_due = True
-
-    def _restore_all(self, rows: list[sql.Claimed]) -> list[WorkItem]:
-        # In the store's thread, after the commit: decoding is off the event loop.
-        tasks, limit = self._tasks, self._options.max_deliveries
-        return [restore_item(row, tasks, limit) for row in rows]
-
-    def _claimed(self, request: Request) -> None:
-        """A claim's result, on the event loop (even if the consumer that asked left)."""
-        done, self._claiming = self._claiming, None
-        if done is not None:
-            done.set()
-        if request.error is not None:
-            logger.error("claiming from %s failed: %r", self, request.error)
-            self._maybe_due = False
-            return
-        items: list[WorkItem] = request.result
-        asked = request.args[0]
-        if len(items) < asked:
-            self._maybe_due = False
-        for item in items:
-            self._held[item.id] = item
-        if self._closed:
-            for item in items:
-                self._unclaim(item)
-        else:
-            self._ready.extend(items)
+        return await self._claims.claim()
 
     def settle(
         self,
@@ -477,76 +348,15 @@ class SqliteChannel:
         delay: float = 0.0,
     ) -> None:
         """Write the outcome of a claimed item (in the next commit; `aclose` flushes)."""
-        self._held.pop(item.id, None)
-        kind = outcome.value
-        if outcome is _DONE:
-            settlement = sql.Settlement(kind, str(item.id), item.receipt)  # type: ignore[arg-type]
-        else:
-            text, traceback = format_error(error) if error is not None else ("", None)
-            settlement = sql.Settlement(
-                kind,
-                str(item.id),
-                item.receipt,  # type: ignore[arg-type]
-                attempts=item.attempts,
-                delay=delay,
-                reason=reason or "failed",
-                error=text,
-                traceback=traceback,
-                reported=item.deliveries,
-            )
-        self._write(settlement)
-
-    def _unclaim(self, item: WorkItem) -> None:
-        """Hand back an item claimed but never given to a consumer."""
-        self._held.pop(item.id, None)
-        self._write(sql.Settlement("unclaim", str(item.id), item.receipt))  # type: ignore[arg-type]
-
-    def _write(self, settlement: sql.Settlement) -> None:
-        self._pending += 1
-        self._store.submit(
-            Request(sql.settle, ([settlement],), notify=self._settled, post=self._post)
-        )
-
-    def _settled(self, request: Request) -> None:
-        self._pending -= 1
-        if request.error is not None:
-            logger.error("writing an outcome to %s failed: %r", self, request.error)
-        [settlement] = request.args[0]
-        if settlement.kind in ("released", "unclaim") or (
-            settlement.kind == "rescheduled" and settlement.delay <= 0
-        ):
-            self._wake(due=True)
-        room, self._room = self._room, None
-        if room is not None:
-            room.set()
-
-    def _wake(self, *, due: bool) -> None:
-        if due:
-            self._maybe_due = True
-        wakeup, self._wakeup = self._wakeup, None
-        if wakeup is not None:
-            wakeup.set()
+        self._claims.settle(item, outcome, reason, error, delay)
 
     async def join(self) -> None:
         """Wait until the queue has no unfinished item (in any process)."""
-        while True:
-            if not self._held and not self._pending:
-                _, unfinished = await self._store.call(sql.counts, writes=False)
-                if unfinished == 0:
-                    return
-            await anyio.sleep(_POLL / 2)
+        await self._claims.join()
 
     def close(self) -> None:
         """Stop intake and claiming; hand back what was claimed and not started."""
-        if self._closed:
-            return
-        self._closed = True
-        while self._ready:
-            self._unclaim(self._ready.popleft())
-        self._wake(due=False)
-        for event in (self._arrived, self._room):
-            if event is not None:
-                event.set()
+        self._claims.close()
 
     def take_all(self) -> list[WorkItem]:
         """Nothing: queued items stay in the store."""
@@ -554,10 +364,8 @@ class SqliteChannel:
 
     async def aclose(self) -> None:
         """Close, write every pending outcome, and stop the connection thread."""
-        self.close()
-        claiming = self._claiming
-        if claiming is not None:
-            await claiming.wait()
+        self._claims.close()
+        await self._claims.claim_landed()
         await self._store.stop()
 
     # -- dead letters --------------------------------------------------------------------
@@ -591,7 +399,7 @@ class SqliteChannel:
         return how many."""
         moved: int = await self._call(sql.replay, _id_texts(ids))
         if moved:
-            self._wake(due=True)
+            self._claims.wake(due=True)
         return moved
 
     async def purge_dead(self, ids: Iterable[UUID | str] | None = None) -> int:
@@ -615,13 +423,6 @@ class SqliteChannel:
         """Forget *hook*; no effect if it was not added."""
         if hook in self._drop_hooks:
             self._drop_hooks.remove(hook)
-
-
-def _housekeeping(
-    batch: sql.Batch, held: list[tuple[str, int]], lease: float
-) -> tuple[list[str], tuple[int, int]]:
-    lost = sql.renew(batch, held, lease) if held else []
-    return lost, sql.counts(batch)
 
 
 def _id_texts(ids: Iterable[UUID | str] | None) -> list[str] | None:

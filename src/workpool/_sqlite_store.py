@@ -48,6 +48,13 @@ _BACKOFF_MAX: Final = 0.5
 _STORE_ERRORS: Final = (sqlite3.OperationalError,)
 
 
+class _Skipped(Exception):
+    """A request cancelled before the thread ran it."""
+
+
+_SKIPPED: Final = _Skipped("cancelled before it ran")
+
+
 def _is_store_error(exc: BaseException) -> bool:
     return isinstance(exc, _STORE_ERRORS) or type(exc) is sqlite3.DatabaseError
 
@@ -65,7 +72,8 @@ class Request:
         after: run in the thread on the result once committed (decoding).
         notify: called on the caller's event loop with the request once done.
         post: schedules a callback on that loop (from the thread).
-        cancelled: the caller gave up before the thread ran it: skip it.
+        cancelled: the caller gave up: skip it if the thread has not run it yet (it
+            is still notified, with an error).
         result: the operation's result.
         error: the exception it raised, or the outage's `ChannelUnavailableError`.
     """
@@ -252,18 +260,23 @@ class SqliteStore:
         while True:
             now = time.monotonic()
             live: list[Request] = []
+            ended: list[Request] = []
             for request in batch:
                 if request.cancelled:
-                    continue
-                if request.deadline is not None and now > request.deadline:
-                    if request.error is None:
-                        request.error = ChannelUnavailableError(
-                            f"the SQLite store {self._label} stayed unavailable: {self.last_error}"
-                        )
-                    continue
-                live.append(request)
+                    request.error = _SKIPPED
+                    ended.append(request)
+                elif request.deadline is not None and now > request.deadline:
+                    request.error = ChannelUnavailableError(
+                        f"the SQLite store {self._label} stayed unavailable: {self.last_error}"
+                    )
+                    ended.append(request)
+                else:
+                    live.append(request)
+            if ended:
+                self._notify(ended)
             if not live:
-                break
+                return
+            batch = live
             try:
                 self._execute(live)
             except Exception as exc:
@@ -277,13 +290,14 @@ class SqliteStore:
                             f"the SQLite store {self._label} was closed while unavailable: "
                             f"{self.last_error}"
                         )
-                    break
+                    self._notify(live)
+                    return
                 backoff = min(backoff * 2, _BACKOFF_MAX)
                 self._take_more(batch)  # what arrived meanwhile is tried with it
                 continue
             self._recovered()
-            break
-        self._notify(batch)
+            self._notify(live)
+            return
 
     def _execute(self, live: list[Request]) -> None:
         conn = self._conn
@@ -366,7 +380,7 @@ class SqliteStore:
         by_loop: dict[Post, list[Request]] = {}
         for request in batch:
             post = request.post
-            if post is not None and not request.cancelled:
+            if post is not None:
                 by_loop.setdefault(post, []).append(request)
         for post, requests in by_loop.items():
             with contextlib.suppress(RuntimeError):  # that loop has closed: nobody waits
