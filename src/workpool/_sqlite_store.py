@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Final, final
 
 import anyio
 
-from ._exceptions import ChannelUnavailableError
+from ._exceptions import ChannelUnavailableError, PoolClosedError
 from ._log import logger
 from ._sqlite_sql import SCHEMA, Batch
 from ._watchdog import loop_poster
@@ -155,14 +155,27 @@ class SqliteStore:
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
         self._abort = threading.Event()
-        self._stop_marker: Request | None = None
+        self._stopped = False
         self.outage_since: float | None = None
         self.last_error: str | None = None
 
     # -- on the event loop ---------------------------------------------------------------
 
+    @property
+    def stopped(self) -> bool:
+        """Whether `stop` was called: requests are refused."""
+        return self._stopped
+
     def submit(self, request: Request) -> None:
-        """Hand *request* to the thread (started on first use). Thread-safe."""
+        """Hand *request* to the thread (started on first use).
+
+        Raises:
+            PoolClosedError: the store was stopped.
+        """
+        if self._stopped:
+            raise PoolClosedError(
+                f"the channel on {self._label} was closed (aclose); make a new one"
+            )
         if self._thread is None:
             with self._lock:
                 if self._thread is None:
@@ -214,10 +227,16 @@ class SqliteStore:
 
         Cancelled (shutdown's bound), it tells the thread to give up retrying.
         """
-        if self._thread is None:
+        if self._stopped:
             return
+        if self._thread is None:
+            self._stopped = True
+            return
+        event = anyio.Event()
+        self.submit(Request(None, writes=False, notify=lambda _: event.set(), post=loop_poster()))
+        self._stopped = True
         try:
-            await self.call(None, writes=False)
+            await event.wait()
         except BaseException:
             self._abort.set()
             raise
