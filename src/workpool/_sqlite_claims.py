@@ -207,7 +207,7 @@ class Claims:
         self._write(sql.Settlement("unclaim", str(item.id), receipt))
 
     def _write(self, settlement: sql.Settlement) -> None:
-        if self._store.stopped:
+        if self.closed and self._store.stopped:
             logger.warning(
                 "the outcome of %s (%s) came after %s was closed and is not written; it "
                 "is delivered again once its lease expires",
