@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import pytest
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 pytestmark = pytest.mark.anyio
 
-runs: dict[str, list[object]] = {}
+runs: dict[str, list[Any]] = {}
 
 
 def record(name: str, value: object) -> None:
@@ -93,9 +93,9 @@ async def test_tasks_run_end_to_end(make_channel: MakeChannel) -> None:
                 await pool.enqueue(collect.bind("e2e", n))
                 await pool.enqueue(sync_collect.bind("e2e-sync", n))
             await pool.join()
-    assert sorted(n for n, _, _ in runs["e2e"]) == list(range(50))  # type: ignore[misc]
-    assert {(d, a) for _, d, a in runs["e2e"]} == {(1, 1)}  # type: ignore[misc]
-    assert sorted(runs["e2e-sync"]) == list(range(50))  # type: ignore[type-var]
+    assert sorted(n for n, _, _ in runs["e2e"]) == list(range(50))
+    assert {(d, a) for _, d, a in runs["e2e"]} == {(1, 1)}
+    assert sorted(runs["e2e-sync"]) == list(range(50))
     stats = pool.stats()
     assert (stats.delivered, stats.succeeded, stats.failed) == (100, 100, 0)
     assert_delivered_accounted(pool)
@@ -216,10 +216,10 @@ async def test_task_longer_than_the_lease_runs_once(make_channel: MakeChannel) -
     """The lease is renewed while an item runs: two pools, a task of 3 leases, one run."""
     first, second = make_channel(lease=0.5), make_channel(lease=0.5)
     with anyio.fail_after(30):
-        async with WorkerPool(channel=first, tasks=TASKS) as one:
-            async with WorkerPool(channel=second, tasks=TASKS) as two:
-                await one.enqueue(slow.bind("long", 1.5))
-                await one.join()
+        one, two = WorkerPool(channel=first, tasks=TASKS), WorkerPool(channel=second, tasks=TASKS)
+        async with one, two:
+            await one.enqueue(slow.bind("long", 1.5))
+            await one.join()
     assert runs["long"] == [1]
     assert one.stats().redelivered + two.stats().redelivered == 0
 
@@ -260,7 +260,7 @@ async def test_two_pools_share_the_work(make_channel: MakeChannel) -> None:
                 await producer.enqueue(collect.bind("shared", n))
             await first.join()
             await second.join()
-    assert sorted(n for n, _, _ in runs["shared"]) == list(range(200))  # type: ignore[misc]
+    assert sorted(n for n, _, _ in runs["shared"]) == list(range(200))
     assert first.stats().succeeded + second.stats().succeeded == 200
     assert_delivered_accounted(first)
     assert_delivered_accounted(second)
