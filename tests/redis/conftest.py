@@ -14,7 +14,6 @@ import uuid
 from typing import TYPE_CHECKING
 
 import pytest
-
 from tests.redis.resp import RedisServer, command
 
 if TYPE_CHECKING:
@@ -56,9 +55,10 @@ def delete_queue(port: int, queue: str) -> None:
     while True:
         reply = command(port, "SCAN", cursor, "MATCH", f"workpool:{{{queue}}}:*", "COUNT", "1000")
         assert isinstance(reply, list)
-        cursor, keys = reply
+        cursor, keys = str(reply[0]), reply[1]
+        assert isinstance(keys, list)
         if keys:
-            command(port, "DEL", *keys)
+            command(port, "DEL", *(str(key) for key in keys))
         if cursor == "0":
             return
 
@@ -84,4 +84,3 @@ def private_redis(tmp_path: Path, redis_server: str) -> Iterator[RedisServer]:
         yield server
     finally:
         server.kill()
-

@@ -6,10 +6,10 @@ from typing import Any
 
 import anyio
 import pytest
-
 from tests.redis import jobs
 from tests.redis.conftest import PORT
 from tests.redis.resp import command
+
 from workpool import PoolClosedError, QueueFullError, RetryPolicy
 from workpool._seam import Settle
 from workpool._task import resolve_tasks
@@ -216,10 +216,12 @@ async def test_unknown_tasks_and_bad_payloads_are_rejected_at_claim(
 ) -> None:
     stream = f"workpool:{{{queue}}}:stream"
     good = '{"args":[1],"kwargs":{}}'
-    for number, (name, args) in enumerate(
-        [("nobody.knows", good), ("tests.redis.record", "not json"),
-         ("tests.redis.record", '{"args":["x"],"kwargs":{}}')]  # fmt: skip
-    ):
+    stored = [
+        ("nobody.knows", good),
+        ("tests.redis.record", "not json"),
+        ("tests.redis.record", '{"args":["x"],"kwargs":{}}'),
+    ]
+    for number, (name, args) in enumerate(stored):
         command(PORT, "XADD", stream, "*", "id", f"{number:032x}", "name", name, "args", args)
     channel = RedisChannel(redis_server, queue=queue)
     try:

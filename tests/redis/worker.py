@@ -15,9 +15,10 @@ import anyio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the project root
 
-from tests.redis import jobs  # noqa: E402
-from workpool import WorkerPool  # noqa: E402
-from workpool.redis import RedisChannel  # noqa: E402
+from tests.redis import jobs
+
+from workpool import WorkerPool
+from workpool.redis import RedisChannel
 
 
 async def main(url: str, queue: str, lease: float, consumers: int) -> None:
