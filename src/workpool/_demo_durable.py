@@ -20,6 +20,7 @@ What makes it resumable, beside the channel itself:
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import time
@@ -171,11 +172,7 @@ async def _store(batch: Batch, calls: list[tuple[Any, float]], channel: Any) -> 
 
 
 async def _wait_for(progress: _Progress, pool: WorkerPool) -> None:
-    """The demo's main: known dead letters first, then until every item is done."""
-    letters = getattr(pool.channel, "dead_letters", None)
-    if letters is not None:
-        for letter in await letters(limit=max(1000, progress.batch.items)):
-            progress.add_dead(letter.kwargs)
+    """The demo's main: wait until every item of the batch is done."""
     while True:
         progress.read()
         if progress.finished:
@@ -206,14 +203,7 @@ async def _run(
         )
         _save(state, batch)
     journal = _journal(state, batch)
-    if not batch.stored:
-        # No consumer has run yet: storing again adds only what the kill left out.
-        calls = _calls(batch, journal)
-        await _store(batch, calls, channel_arguments(settings, build=True)["channel"])
-        batch.stored = True
-        _save(state, batch)
     progress = _Progress(batch, journal)
-    progress.read()
 
     def dead_letter(item: WorkItem, exc: BaseException) -> None:
         progress.add_dead(getattr(item.work, "kwargs", {}))
@@ -223,17 +213,30 @@ async def _run(
         overrides["consumers"] = options.consumers
     pool = WorkerPool.from_settings(settings, **overrides)
     deadline = options.deadline if options.deadline is not None else settings.shutdown_deadline
-    left = batch.items - progress.done
-    how = (
-        f"resuming batch {batch.id}: {left} of {batch.items} items left"
-        if resumed
-        else (f"new batch {batch.id}: {batch.items} items over {batch.duration:.1f} s")
-    )
     print(
-        f"workpool demo on {parsed.shown}: {how}, {pool.consumers} consumers, failure rate "
-        f"{batch.failure_rate:.0%} per attempt (flaky jobs x4), 3 attempts, deadline "
-        f"{deadline:.1f} s, {options.backend}; Ctrl-C drains, kill -9 and run it again to "
-        "see nothing lost",
+        f"workpool demo on {parsed.shown}: {'resuming' if resumed else 'new'} batch {batch.id} "
+        f"of {batch.items} items over {batch.duration:.1f} s, {pool.consumers} consumers, "
+        f"failure rate {batch.failure_rate:.0%} per attempt (flaky jobs x4), 3 attempts, "
+        f"lease {settings.lease or parsed.options.get('lease')} s, deadline {deadline:.1f} s, "
+        f"{options.backend}; Ctrl-C drains; kill -9 it and run it again: nothing is lost",
+        file=out,
+    )
+    out.flush()
+    if not batch.stored:
+        # No consumer has run yet: storing again adds only what a kill left out (keys).
+        calls = _calls(batch, journal)
+        await _store(batch, calls, channel_arguments(settings, build=True)["channel"])
+        batch.stored = True
+        _save(state, batch)
+    letters = getattr(pool.channel, "dead_letters", None)
+    if letters is not None:
+        for letter in await letters(limit=max(1000, batch.items)):
+            progress.add_dead(letter.kwargs)
+    progress.read()
+    left = batch.items - progress.done
+    print(
+        f"{batch.items - left} done before this run (in the journal or the dead letters), "
+        f"{left} to go",
         file=out,
     )
     out.flush()
@@ -242,11 +245,18 @@ async def _run(
         if options.live
         else PlainView(out, min(1.0, max(0.25, batch.duration / 10)), max(1, left), deadline)
     )
-    started = time.monotonic()
-    async with anyio.create_task_group() as task_group:
-        task_group.start_soon(view.run, pool, started)
-        report = await serve_until_signalled(pool, partial(_wait_for, progress), deadline=deadline)
-        task_group.cancel_scope.cancel()
+    library = logging.getLogger("workpool")
+    library.addHandler(view.handler)
+    try:
+        started = time.monotonic()
+        async with anyio.create_task_group() as task_group:
+            task_group.start_soon(view.run, pool, started)
+            report = await serve_until_signalled(
+                pool, partial(_wait_for, progress), deadline=deadline
+            )
+            task_group.cancel_scope.cancel()
+    finally:
+        library.removeHandler(view.handler)
     progress.read()
     if progress.finished:
         state.unlink(missing_ok=True)
