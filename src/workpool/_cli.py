@@ -110,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument(
         "--log-level", default="INFO", help="logging level of the worker's lines (%(default)s)"
     )
-    worker.set_defaults(run=_run_worker)
+    worker.set_defaults(run=_run_worker, command_parser=worker)
 
     dead = commands.add_parser(
         "dead",
@@ -130,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
         action.add_argument("--all", action="store_true", help=f"{name} every dead letter")
         _channel_argument(action)
         _backend_argument(action)
-    dead.set_defaults(run=_run_dead)
+    dead.set_defaults(run=_run_dead, command_parser=dead)
     return parser
 
 
@@ -154,20 +154,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
-    command_parser = _subparser(parser, args.command)
+    command_parser: argparse.ArgumentParser = getattr(args, "command_parser", parser)
     try:
         status: int = args.run(args)
     except _UsageError as exc:
         _fail(command_parser, str(exc))
     return status
-
-
-def _subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            found: argparse.ArgumentParser = action.choices[name]
-            return found
-    return parser  # pragma: no cover - every command is a subparser
 
 
 def _fail(parser: argparse.ArgumentParser, message: str) -> NoReturn:
