@@ -3,7 +3,9 @@ failure record, retries logged, bad work refused at enqueue, nothing lost at GC.
 
 from __future__ import annotations
 
+import gc
 import logging
+import warnings
 from functools import partial
 from typing import TYPE_CHECKING, Any
 from unittest.mock import AsyncMock
@@ -329,6 +331,7 @@ async def test_work_that_takes_scope_and_stopping_is_accepted(work: Any) -> None
 
 async def test_a_task_call_is_always_accepted() -> None:
     """A TaskCall (any object declaring __workpool_async__) is not inspected."""
+
     @task(name="contract.send")
     async def send(scope: Scope, stopping: StopToken, order_id: int) -> None:
         """A named task."""
@@ -372,3 +375,42 @@ async def test_the_check_runs_once_per_function(monkeypatch: pytest.MonkeyPatch)
         await worker.enqueue(Job())
     assert len(checks) == 2
     assert worker.qsize() == 20
+
+
+# -- 4. a pool collected without ever starting says what it drops --------------------
+
+
+async def test_an_unstarted_pool_collected_with_items_warns(
+    workpool_logs: pytest.LogCaptureFixture,
+) -> None:
+    """ResourceWarning and an ERROR record with how many items never ran."""
+    pool = WorkerPool(consumers=1)
+    for _ in range(3):
+        await pool.enqueue(noop)
+    with pytest.warns(ResourceWarning, match="3 queued items never ran"):
+        del pool  # collected at once: nothing else refers to an unstarted pool
+    [record] = [r for r in workpool_logs.records if r.levelno == logging.ERROR]
+    assert "without ever starting: 3 queued items never ran" in record.getMessage()
+    assert field(record, "never_ran") == 3
+
+
+@pytest.mark.parametrize("how", ["empty", "shut down", "ran"])
+async def test_no_warning_for_an_empty_or_properly_shut_down_pool(
+    how: str, workpool_logs: pytest.LogCaptureFixture
+) -> None:
+    """A pool with nothing queued, shut down unstarted, or run, goes quietly."""
+    pool = WorkerPool(consumers=1)
+    if how != "empty":
+        await pool.enqueue(noop)
+    if how == "shut down":
+        report = await pool.shutdown()
+        assert len(report.abandoned) == 1
+    elif how == "ran":
+        with anyio.fail_after(5):
+            async with pool:
+                pass
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        del pool
+        gc.collect()
+    assert not [r for r in workpool_logs.records if "never ran" in r.getMessage()]
