@@ -261,7 +261,7 @@ BAD: list[tuple[Any, str]] = [
     (lambda: None, "<lambda>"),
     (lambda x: x, "<lambda>"),
     (no_arguments, "no_arguments"),
-    (partial(three, 1, 2), "functools.partial(three"),
+    (partial(three, 1, 2), "functools.partial(three"),  # type: ignore[arg-type]
     (partial(three, order_id=1), "functools.partial(three"),
     (keyword_only, "keyword_only"),
     (Handler().handle_nothing, "Handler.handle_nothing"),
@@ -289,10 +289,11 @@ async def test_work_that_cannot_take_scope_and_stopping_is_refused_at_enqueue(
 async def test_refused_work_is_not_retried_or_run() -> None:
     """A refused function never reaches a consumer: no attempt, no dead letter."""
     dead: list[WorkItem] = []
+    refused: Any = no_arguments
     with anyio.fail_after(5):
         async with WorkerPool(consumers=1, on_dead_letter=lambda i, e: dead.append(i)) as pool:
             with pytest.raises(TypeError):
-                await pool.enqueue(lambda: None, retry=RetryPolicy.exponential(3, initial=0))
+                await pool.enqueue(refused, retry=RetryPolicy.exponential(3, initial=0))
             await pool.enqueue(noop)
     stats = pool.stats()
     assert (stats.enqueued, stats.succeeded, stats.failed, stats.retried) == (1, 1, 0, 0)
