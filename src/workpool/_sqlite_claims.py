@@ -149,13 +149,14 @@ class Claims:
         """Wait until something may be due: the next due time, a wake-up (work stored
         or released here), or a poll interval (work stored by other processes)."""
         next_due = await self._store.call(sql.next_due, writes=False)
-        wait = POLL if next_due is None else min(POLL, next_due - time.time())
-        if wait > 0:
-            if self._wakeup is None:
-                self._wakeup = anyio.Event()
-            with anyio.move_on_after(wait):
-                await self._wakeup.wait()
-        self._maybe_due = True
+        now = time.time()
+        if next_due is not None and next_due <= now:
+            self._maybe_due = True
+            return
+        if self._wakeup is None:
+            self._wakeup = anyio.Event()
+        with anyio.move_on_after(POLL if next_due is None else min(POLL, next_due - now)):
+            await self._wakeup.wait()
 
     def _restore_all(self, rows: list[sql.Claimed]) -> list[WorkItem]:
         # In the store's thread, after the commit: decoding stays off the event loop.
@@ -316,11 +317,12 @@ class Claims:
             await anyio.sleep(tick)
             held = [(str(item.id), item.receipt) for item in self.held.values()]
             try:
-                lost, (queued, _) = await self._store.call(_housekeeping, held, lease)
+                lost = await self._store.call(sql.renew, held, lease) if held else []
+                # read after the commit, outside the write lock
+                self.queued, _ = await self._store.call(sql.counts, writes=False)
             except Exception:
                 logger.exception("renewing the leases of %s failed", self._label)
                 continue
-            self.queued = queued
             for message_id in lost:
                 key = UUID(message_id)
                 item = self.held.get(key)
@@ -342,10 +344,3 @@ class Claims:
                 if unfinished == 0:
                     return
             await anyio.sleep(POLL / 2)
-
-
-def _housekeeping(
-    batch: sql.Batch, held: list[tuple[str, int]], lease: float
-) -> tuple[list[str], tuple[int, int]]:
-    lost = sql.renew(batch, held, lease) if held else []
-    return lost, sql.counts(batch)

@@ -256,58 +256,70 @@ class SqliteStore:
             worker.close()
 
     def _run(self, worker: _Worker, batch: list[Request]) -> None:
+        """Run a batch: the writes in one transaction, then the reads (outside it);
+        through an outage, retry what is not done yet."""
         backoff = _BACKOFF_FIRST
         while True:
-            now = time.monotonic()
-            live: list[Request] = []
-            ended: list[Request] = []
-            for request in batch:
-                if request.cancelled:
-                    request.error = _SKIPPED
-                    ended.append(request)
-                elif request.deadline is not None and now > request.deadline:
-                    request.error = ChannelUnavailableError(
-                        f"the SQLite store {self._label} stayed unavailable: {self.last_error}"
-                    )
-                    ended.append(request)
-                else:
-                    live.append(request)
-            if ended:
-                self._notify(ended)
-            if not live:
+            batch = self._live(batch)
+            if not batch:
                 return
-            batch = live
             try:
-                self._execute(worker, live)
+                writers = [request for request in batch if request.writes]
+                if writers:
+                    self._execute(worker, writers, transaction=True)
+                    batch = [request for request in batch if not request.writes]
+                    self._recovered()
+                    self._notify(writers)
+                self._execute(worker, batch, transaction=False)
             except Exception as exc:
                 if not _is_store_error(exc):
                     raise
                 worker.rollback()
                 self._outage(exc)
                 if worker.abort.wait(backoff):
-                    for request in live:
+                    for request in batch:
                         request.error = ChannelUnavailableError(
                             f"the SQLite store {self._label} was closed while unavailable: "
                             f"{self.last_error}"
                         )
-                    self._notify(live)
+                    self._notify(batch)
                     return
                 backoff = min(backoff * 2, _BACKOFF_MAX)
                 worker.take_more(batch)  # what arrived meanwhile is tried with it
                 continue
             self._recovered()
-            self._notify(live)
+            self._notify(batch)
             return
 
-    def _execute(self, worker: _Worker, live: list[Request]) -> None:
+    def _live(self, batch: list[Request]) -> list[Request]:
+        """The requests still to run; those cancelled or past their deadline are
+        told so at once."""
+        now = time.monotonic()
+        live: list[Request] = []
+        ended: list[Request] = []
+        for request in batch:
+            if request.cancelled:
+                request.error = _SKIPPED
+                ended.append(request)
+            elif request.deadline is not None and now > request.deadline:
+                request.error = ChannelUnavailableError(
+                    f"the SQLite store {self._label} stayed unavailable: {self.last_error}"
+                )
+                ended.append(request)
+            else:
+                live.append(request)
+        if ended:
+            self._notify(ended)
+        return live
+
+    def _execute(self, worker: _Worker, requests: list[Request], *, transaction: bool) -> None:
         conn = worker.conn
         if conn is None:
             conn = worker.conn = self._connect()
-        writes = any(request.writes for request in live)
-        if writes:
+        if transaction:
             conn.execute("BEGIN IMMEDIATE")
         batch = Batch(conn, self._queue_name, self._owner)
-        for request in live:
+        for request in requests:
             op = request.op
             if op is None:
                 continue
@@ -318,9 +330,9 @@ class SqliteStore:
                 if _is_store_error(exc):
                     raise
                 request.error = exc
-        if writes:
+        if transaction:
             conn.execute("COMMIT")
-        for request in live:
+        for request in requests:
             after = request.after
             if after is not None and request.error is None:
                 try:
