@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Final, final
 from uuid import UUID
 
 import anyio
+import anyio.lowlevel
 
 from . import _sqlite_sql as sql
 from ._exceptions import PoolClosedError
@@ -95,6 +96,9 @@ class Claims:
         consumers that wait together share a batch); when the store had none due,
         one of them polls and the others wait for it.
         """
+        if self.ready:
+            # Nothing to wait for, but a cancelled caller must not take an item.
+            await anyio.lowlevel.checkpoint_if_cancelled()
         while True:
             if self.closed:
                 raise PoolClosedError(_CLOSED)

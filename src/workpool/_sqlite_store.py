@@ -83,6 +83,7 @@ class Request:
         "args",
         "cancelled",
         "deadline",
+        "done",
         "error",
         "notify",
         "op",
@@ -110,6 +111,7 @@ class Request:
         self.notify = notify
         self.post = post
         self.cancelled = False
+        self.done = False  # notified
         self.result: Any = None
         self.error: BaseException | None = None
 
@@ -226,9 +228,10 @@ class SqliteStore:
         if worker is None:
             return
         event = anyio.Event()
-        worker.requests.put(
-            Request(None, writes=False, notify=lambda _: event.set(), post=loop_poster())
+        marker = worker.marker = Request(
+            None, writes=False, notify=lambda _: event.set(), post=loop_poster()
         )
+        worker.requests.put(marker)
         self._worker = None  # what comes after goes to a new thread
         try:
             await event.wait()
@@ -242,8 +245,15 @@ class SqliteStore:
             while True:
                 batch = [worker.requests.get()]
                 worker.take_more(batch)
-                self._run(worker, batch)
-                if worker.abort.is_set():
+                try:
+                    self._run(worker, batch)
+                except Exception as exc:  # a bug: fail the batch, keep the thread
+                    logger.exception("the SQLite store %s failed a batch", self._label)
+                    for request in batch:
+                        request.error = exc
+                    self._notify(batch)
+                    worker.rollback()
+                if worker.abort.is_set() or (worker.marker is not None and worker.marker in batch):
                     rest: list[Request] = []
                     worker.take_more(rest)
                     for request in rest:
@@ -379,6 +389,9 @@ class SqliteStore:
     def _notify(self, batch: Iterable[Request]) -> None:
         by_loop: dict[Post, list[Request]] = {}
         for request in batch:
+            if request.done:
+                continue
+            request.done = True
             post = request.post
             if post is not None:
                 by_loop.setdefault(post, []).append(request)
@@ -391,13 +404,14 @@ class SqliteStore:
 class _Worker:
     """One connection thread's own state: its queue, its connection, its abort flag."""
 
-    __slots__ = ("abort", "conn", "requests", "thread")
+    __slots__ = ("abort", "conn", "marker", "requests", "thread")
 
     def __init__(self) -> None:
         self.requests: queue.SimpleQueue[Request] = queue.SimpleQueue()
         self.abort = threading.Event()
         self.conn: sqlite3.Connection | None = None
         self.thread: threading.Thread | None = None
+        self.marker: Request | None = None  # `SqliteStore.stop`'s: the last request
 
     def take_more(self, batch: list[Request]) -> None:
         """Add what is queued already to *batch*, up to the batch size."""
