@@ -13,6 +13,7 @@ waits for them.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import deque
 from typing import TYPE_CHECKING, Final, final
@@ -68,6 +69,9 @@ class Claims:
         self.held: dict[UUID, WorkItem] = {}
         self.closed = False
         self.pending = 0  # settlements not committed yet
+        self._outbox: list[sql.Settlement] = []
+        self._outbox_lock = threading.Lock()
+        self._flush_queued = False
         self.queued = 0  # the queue's size, refreshed by `run`
         self._waiting = 0
         self._asked = 0  # items asked for by the claims in flight
@@ -248,31 +252,55 @@ class Claims:
             )
             return
         self.pending += 1
-        self._store.submit(
-            Request(sql.settle, ([settlement],), notify=self._settled, post=self.post)
-        )
+        # Outcomes wait in the outbox for one request that writes them all: one
+        # wake-up of the store's thread for many settlements.
+        with self._outbox_lock:
+            self._outbox.append(settlement)
+            if self._flush_queued:
+                return
+            self._flush_queued = True
+        self._store.submit(Request(self._flush, ([],), notify=self._flushed, post=self.post))
 
-    def _settled(self, request: Request) -> None:
-        self.pending -= 1
-        [settlement] = request.args[0]
+    def _take_outbox(self) -> list[sql.Settlement]:
+        with self._outbox_lock:
+            taken, self._outbox = self._outbox, []
+            self._flush_queued = False
+        return taken
+
+    def _flush(self, batch: sql.Batch, taken: list[sql.Settlement]) -> list[sql.Settlement]:
+        """In the store's thread: write the outbox (the same outcomes again when a
+        failed batch is retried); return those whose claim was lost."""
+        if not taken:
+            taken.extend(self._take_outbox())
+        return sql.settle(batch, taken)
+
+    def _flushed(self, request: Request) -> None:
+        taken: list[sql.Settlement] = request.args[0]
+        if not taken:  # never ran (the store was closed while unavailable)
+            taken = self._take_outbox()
+        self.pending -= len(taken)
         if request.error is not None:
             logger.error(
-                "writing the outcome of %s to %s failed; it is delivered again once its "
-                "lease expires: %r",
-                settlement.id,
+                "writing %d outcome(s) to %s failed; those items are delivered again once "
+                "their lease expires: %r",
+                len(taken),
                 self._label,
                 request.error,
             )
-        elif request.result:
-            logger.warning(
-                "the outcome of %s (%s) was not written: its lease had expired and it was "
-                "claimed again; it may run twice (make tasks idempotent, or raise lease=)",
-                settlement.id,
-                settlement.kind,
-            )
-        kind = settlement.kind
-        if kind in ("released", "unclaim") or (kind == "rescheduled" and settlement.delay <= 0):
-            self.wake(due=True)
+        else:
+            for settlement in request.result:
+                logger.warning(
+                    "the outcome of %s (%s) was not written: its lease had expired and it "
+                    "was claimed again; it may run twice (make tasks idempotent, or raise "
+                    "lease=)",
+                    settlement.id,
+                    settlement.kind,
+                )
+        for settlement in taken:
+            kind = settlement.kind
+            if kind in ("released", "unclaim") or (kind == "rescheduled" and settlement.delay <= 0):
+                self.wake(due=True)
+                break
         room, self._room = self._room, None
         if room is not None:
             room.set()

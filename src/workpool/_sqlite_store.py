@@ -280,7 +280,8 @@ class SqliteStore:
                     batch = [request for request in batch if not request.writes]
                     self._recovered()
                     self._notify(writers)
-                self._execute(worker, batch, transaction=False)
+                if batch:
+                    self._execute(worker, batch, transaction=False)
             except Exception as exc:
                 if not _is_store_error(exc):
                     raise
