@@ -36,6 +36,7 @@ from ._session import SessionManager as SessionManager
 from ._settings import PoolSettings as PoolSettings
 from ._settings import RetrySettings as RetrySettings
 from ._settings import SessionSettings as SessionSettings
+from ._sqlite import SqliteChannel as SqliteChannel
 from ._stats import DrainReport as DrainReport
 from ._stats import PoolStats as PoolStats
 from ._stats import TimingSummary as TimingSummary
@@ -67,6 +68,7 @@ __all__ = [
     "SessionManager",
     "SessionSettings",
     "SettingsError",
+    "SqliteChannel",
     "StopToken",
     "Task",
     "TaskCall",
