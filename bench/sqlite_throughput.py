@@ -40,6 +40,8 @@ import anyio
 
 from _support import percentile
 from workpool import SqliteChannel, WorkerPool, task
+from workpool import _sqlite_sql as sql
+from workpool._task import encode_call
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -72,31 +74,11 @@ async def stamp(scope: Scope, stopping: StopToken, enqueued: float) -> None:
 
 # -- the raw sqlite3 ceiling ------------------------------------------------------------
 
-RAW_SCHEMA = """
-CREATE TABLE IF NOT EXISTS items (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    id BLOB NOT NULL UNIQUE,
-    queue TEXT NOT NULL,
-    name TEXT NOT NULL,
-    payload BLOB NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    deliveries INTEGER NOT NULL DEFAULT 0,
-    due REAL NOT NULL,
-    lease_until REAL NOT NULL DEFAULT 0,
-    owner TEXT
-);
-CREATE INDEX IF NOT EXISTS items_ready ON items (queue, lease_until, due, seq);
-"""
-RAW_INSERT = "INSERT INTO items (id, queue, name, payload, due) VALUES (?, ?, ?, ?, ?)"
-RAW_CLAIM = """
-UPDATE items SET lease_until = ?1, deliveries = deliveries + 1, owner = ?2
-WHERE seq IN (
-    SELECT seq FROM items WHERE queue = ?3 AND lease_until <= ?4 AND due <= ?4
-    ORDER BY seq LIMIT ?5
-)
-RETURNING id, name, payload, attempts, deliveries
-"""
-RAW_DELETE = "DELETE FROM items WHERE id = ?"
+# The channel's own schema and statements, so that the ceiling is for the same SQL.
+RAW_SCHEMA = sql.SCHEMA
+RAW_INSERT = sql._INSERT
+RAW_CLAIM = sql._CLAIM
+RAW_DELETE = sql._ACK
 
 
 def raw_round(path: Path, synchronous: str, items: int) -> float:
@@ -104,14 +86,17 @@ def raw_round(path: Path, synchronous: str, items: int) -> float:
     connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     connection.execute("PRAGMA journal_mode=WAL")
     connection.execute(f"PRAGMA synchronous={synchronous}")
-    connection.executescript(RAW_SCHEMA)
-    payload = b'{"args":[],"kwargs":{}}'
-    owner = uuid.uuid4().hex
+    connection.executescript(f"BEGIN IMMEDIATE;\n{RAW_SCHEMA}\nCOMMIT;")
+    payload = encode_call(noop.bind(), max_bytes=1 << 20).decode()
+    owner = str(uuid.uuid4())
     execute = connection.execute
     started = time.perf_counter()
     for _ in range(0, items, BATCH):
         now = time.time()
-        rows = [(uuid.uuid4().bytes, "default", noop.name, payload, now) for _ in range(BATCH)]
+        rows = [
+            (str(uuid.uuid4()), "default", noop.name, payload, None, None, now, now, None, now)
+            for _ in range(BATCH)
+        ]
         execute("BEGIN IMMEDIATE")
         connection.executemany(RAW_INSERT, rows)
         execute("COMMIT")
@@ -121,10 +106,11 @@ def raw_round(path: Path, synchronous: str, items: int) -> float:
         execute("COMMIT")
         assert len(claimed) == BATCH, len(claimed)
         execute("BEGIN IMMEDIATE")
-        connection.executemany(RAW_DELETE, [(row[0],) for row in claimed])
+        # RETURNING seq, id, name, payload, key, timeout, attempts, deliveries, ...
+        connection.executemany(RAW_DELETE, [(row[1], owner, row[7]) for row in claimed])
         execute("COMMIT")
     elapsed = time.perf_counter() - started
-    (left,) = execute("SELECT count(*) FROM items").fetchone()
+    (left,) = execute("SELECT count(*) FROM workpool_messages").fetchone()
     assert left == 0, left
     connection.close()
     return elapsed
@@ -201,8 +187,8 @@ def main() -> None:
 
     cases: dict[str, Callable[[Path], float]] = {}
     for mode in modes:
-        cases[f"raw sqlite3, synchronous={mode}"] = (
-            lambda path, mode=mode: raw_round(path, mode, args.items)
+        cases[f"raw sqlite3, synchronous={mode}"] = lambda path, mode=mode: raw_round(
+            path, mode, args.items
         )
         for backend in backends if mode == "normal" else backends[:1]:
             cases[f"SqliteChannel {backend}, synchronous={mode}"] = (

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from uuid import UUID
 
 import anyio
 from tests.durable.tasks import RUNS_ENV, Run, read_runs
@@ -18,7 +22,6 @@ from workpool import SqliteChannel
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
-    from uuid import UUID
 
     from workpool import DeadLetter
 
@@ -145,6 +148,19 @@ class Harness:
     def channel(self, **options: Any) -> SqliteChannel:
         """A channel on the test's file, for producing and inspecting (not consuming)."""
         return SqliteChannel(str(self.db), **options)
+
+    def insert_raw(self, name: str, payload: str) -> UUID:
+        """Write a message into the file by hand, as a buggy or foreign producer could
+        (the channel's table: `workpool._sqlite_sql.SCHEMA`); its id."""
+        message_id = uuid.uuid4()
+        now = time.time()
+        with contextlib.closing(sqlite3.connect(self.db, timeout=10.0)) as conn, conn:
+            conn.execute(
+                "INSERT INTO workpool_messages (id, queue, name, payload, due_at, "
+                "available_at, enqueued_at) VALUES (?, 'default', ?, ?, ?, ?, ?)",
+                (str(message_id), name, payload, now, now, now),
+            )
+        return message_id
 
     def runs_so_far(self) -> list[Run]:
         return read_runs(self.runs)

@@ -88,20 +88,24 @@ async def test_a_task_that_kills_its_process_is_dead_lettered_after_max_deliveri
     assert report["exit"] == 0
 
 
-async def test_unknown_name_and_bad_arguments_are_dead_lettered_at_once(
+async def test_unknown_name_bad_payload_and_bad_arguments_are_dead_lettered_at_once(
     harness: Harness,
 ) -> None:
-    """An unregistered name and arguments that do not validate are dead-lettered at
-    once (well within the lease), never run, and the one consumer keeps running."""
+    """An unregistered name, payloads that do not decode (written into the file by
+    hand: not JSON, JSON of the wrong shape) and arguments that do not validate are
+    dead-lettered at once (well within the lease), never run, and the one consumer
+    keeps running."""
     worker = harness.worker(consumers=1, lease=30.0)
     await worker.ready()
     channel = harness.channel()
     try:
         started = time.monotonic()
         unknown = await channel.enqueue(unregistered.bind(1))
+        garbled = harness.insert_raw("durable.noop", '{"args": [1], "kwar')
+        misshapen = harness.insert_raw("durable.noop", '{"args": 5, "kwargs": []}')
         invalid = await channel.enqueue(typed_as_text.bind("twelve"))
         fine = await channel.enqueue(noop.bind(3))
-        await harness.all_settled([unknown.id, invalid.id, fine.id])
+        await harness.all_settled([unknown.id, garbled, misshapen, invalid.id, fine.id])
         assert time.monotonic() - started < 15.0  # not after a 30 s lease
         later = await channel.enqueue(noop.bind(4))  # the consumer is still there
         await harness.all_settled([later.id])
@@ -110,12 +114,14 @@ async def test_unknown_name_and_bad_arguments_are_dead_lettered_at_once(
     dead = await harness.dead_letters()
     assert {k: v.reason for k, v in dead.items()} == {
         unknown.id: "unknown_task",
+        garbled: "bad_payload",
+        misshapen: "bad_payload",
         invalid.id: "bad_payload",
     }
     assert dead[invalid.id].kwargs == {}
     assert dead[invalid.id].args == ["twelve"]
-    assert not harness.starts(unknown.id)
-    assert not harness.starts(invalid.id)
+    for rejected in (unknown.id, garbled, misshapen, invalid.id):
+        assert not harness.starts(rejected)
     report = await worker.stop()
     assert report["exit"] == 0
     assert "durable.unregistered" in worker.stderr()  # logged at ERROR
