@@ -183,7 +183,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--items", type=int, default=ITEMS)
     parser.add_argument("--producers", type=int, default=64)
-    parser.add_argument("--rate", type=float, default=1000.0, help="latency: items/s")
+    parser.add_argument("--rate", type=float, default=500.0, help="latency: items/s")
     parser.add_argument("--latency-items", type=int, default=2000)
     parser.add_argument("--backends", default="asyncio,trio")
     parser.add_argument("--no-full", action="store_true", help="skip synchronous=full")

@@ -166,7 +166,9 @@ class Harness:
         return read_runs(self.runs)
 
     def starts(self, item_id: UUID) -> list[Run]:
-        return [r for r in self.runs_so_far() if r.event == "start" and r.id == item_id]
+        """The item's recorded starts, by delivery."""
+        runs = [r for r in self.runs_so_far() if r.event == "start" and r.id == item_id]
+        return sorted(runs, key=lambda r: r.deliveries)
 
     def done_ids(self) -> set[UUID]:
         return {r.id for r in self.runs_so_far() if r.event == "done"}

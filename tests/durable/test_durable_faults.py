@@ -65,27 +65,33 @@ async def test_kill_9_mid_item_runs_it_again_after_a_restart(harness: Harness) -
 async def test_a_task_that_kills_its_process_is_dead_lettered_after_max_deliveries(
     harness: Harness,
 ) -> None:
-    """``os._exit`` in a task, max_deliveries 2: two workers die running it, the third
-    dead-letters it (reason delivery_limit) without running it, and runs the rest."""
+    """``os._exit`` in a task, max_deliveries 2, three workers on the file: the first
+    two to claim it die running it (each claim after the previous lease expired), the
+    third dead-letters it (reason delivery_limit) without running it, and runs the
+    rest."""
     channel = harness.channel()
     try:
         fatal = await channel.enqueue(exit_process.bind(0))
         after = await channel.enqueue(noop.bind(1))
     finally:
         await channel.aclose()
-    for _ in range(2):
-        dying = harness.worker(consumers=1, lease=0.5, max_deliveries=2)
-        assert await dying.exited() == 17, dying.stderr()
-    last = harness.worker(consumers=1, lease=0.5, max_deliveries=2)
+    workers = [harness.worker(consumers=1, lease=0.5, max_deliveries=2) for _ in range(3)]
     await harness.all_settled([fatal.id, after.id])
     dead = await harness.dead_letters()
     assert list(dead) == [fatal.id]
     assert dead[fatal.id].reason == "delivery_limit"
     assert dead[fatal.id].name == "durable.exit"
-    assert [r.deliveries for r in harness.starts(fatal.id)] == [1, 2]
+    starts = harness.starts(fatal.id)
+    assert [r.deliveries for r in starts] == [1, 2]
+    dying = [w for w in workers if w.pid in {r.pid for r in starts}]
+    assert len(dying) == 2
+    for started in dying:
+        assert await started.exited() == 17, started.stderr()
+    [survivor] = [w for w in workers if w not in dying]
     assert after.id in harness.done_ids()
-    report = await last.stop()
+    report = await survivor.stop()
     assert report["exit"] == 0
+    assert report["stats"]["failed"] == 1  # dead-lettered at claim, unrun
 
 
 async def test_unknown_name_bad_payload_and_bad_arguments_are_dead_lettered_at_once(
