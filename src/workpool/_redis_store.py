@@ -17,7 +17,9 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar, final
 from urllib.parse import urlsplit, urlunsplit
 
 import anyio
+import anyio.abc
 import coredis
+from coredis.connection import TCPConnection
 from coredis.exceptions import (
     ConnectionError as RedisConnectionError,
 )
@@ -61,6 +63,34 @@ async def shielded(request: Awaitable[T]) -> T:
     with anyio.CancelScope(shield=True), anyio.fail_after(_CALL_SECONDS):
         result = await request
     return result
+
+
+_CONNECTION_STREAMS: Final = (
+    "_write_buffer_in",
+    "_write_buffer_out",
+    "_push_message_buffer_in",
+    "_push_message_buffer_out",
+    "_streamed_message_buffer_in",
+    "_streamed_message_buffer_out",
+)
+
+
+class _Connection(TCPConnection):
+    """coredis 6.9 closes a connection's memory streams only once it has connected: a
+    connection that fails to connect (Redis down) or is cancelled while connecting
+    leaves them for the garbage collector, which warns (``ResourceWarning``) once per
+    attempt through an outage. Close them when the connection ends."""
+
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        try:
+            await super().run(task_status=task_status)
+        finally:
+            for name in _CONNECTION_STREAMS:
+                stream = getattr(self, name, None)
+                if stream is not None:
+                    stream.close()
 
 
 def is_outage(exc: BaseException) -> bool:
@@ -122,6 +152,9 @@ class RedisStore:
             stream_timeout=_STREAM_TIMEOUT,
             connect_timeout=_CONNECT_TIMEOUT,
         )
+        pool = self.client.connection_pool
+        if pool.connection_class is TCPConnection:
+            pool.connection_class = _Connection
         register = self.client.register_script
         self._add = register(lua.ADD)
         self._promote = register(lua.PROMOTE)
