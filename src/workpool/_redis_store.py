@@ -14,7 +14,6 @@ import os
 import secrets
 import socket
 from typing import TYPE_CHECKING, Any, Final, TypeVar, final
-from urllib.parse import urlsplit, urlunsplit
 
 import anyio
 import anyio.abc
@@ -40,7 +39,7 @@ if TYPE_CHECKING:
 
     from ._detached import Detached
 
-__all__ = ["GROUP", "RedisStore", "is_nogroup", "is_outage", "mask_url"]
+__all__ = ["GROUP", "RedisStore", "is_nogroup", "is_outage"]
 
 #: The consumer group of a queue (one per queue).
 GROUP: Final = "workpool"
@@ -108,19 +107,6 @@ def is_nogroup(exc: BaseException) -> bool:
     ):
         return True
     return isinstance(exc, ResponseError) and "NOGROUP" in str(exc)
-
-
-def mask_url(url: str) -> str:
-    """*url* with its password replaced by ``***`` (for repr and logs)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    port = f":{parts.port}" if parts.port is not None else ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}{port}"))
 
 
 @final
