@@ -34,6 +34,8 @@ from workpool import Scope, StopToken, WorkerPool, task
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
 
+    from saq.types import Context as SaqContext
+
 logger = logging.getLogger("bench.redis")
 # saq warns at every stop that its consumers, blocked in BLMOVE, had to be cancelled
 logging.getLogger("saq").setLevel(logging.ERROR)
@@ -97,9 +99,10 @@ TALLY = Tally()
 
 
 class Producer(Protocol):
-    """What a round gets from an open implementation."""
+    """What a round gets from an open implementation: ``enqueue(sent)``."""
 
-    async def enqueue(self, sent: float) -> object: ...
+    @property
+    def enqueue(self) -> Callable[[float], Awaitable[object]]: ...
 
 
 @dataclass(frozen=True)
@@ -175,16 +178,18 @@ class _Ceiling:
                 for _ in range(min(CEILING_BATCH, count - start)):
                     pipe.xadd(stream, {b"t": repr(time.perf_counter()).encode()})
 
-    async def enqueue(self, sent: float) -> object:
+    async def _enqueue(self, sent: float) -> object:
         return await self.client.xadd(self.stream, {b"t": repr(sent).encode()})
+
+    @property
+    def enqueue(self) -> Callable[[float], Awaitable[object]]:
+        return self._enqueue
 
     async def consume(self) -> None:
         client, stream = self.client, self.stream
         key = stream.encode()
         while True:
-            got = await client.xreadgroup(
-                "g", "c", {stream: ">"}, count=CEILING_BATCH, block=500
-            )
+            got = await client.xreadgroup("g", "c", {stream: ">"}, count=CEILING_BATCH, block=500)
             if not got:
                 continue
             entries = got[key]
@@ -253,7 +258,7 @@ async def open_arq(queue: str) -> AsyncIterator[Producer]:
 # saq ------------------------------------------------------------------------------------
 
 
-async def saq_noop(ctx: dict[str, Any], *, sent: float) -> None:
+async def saq_noop(ctx: SaqContext, *, sent: float) -> None:
     TALLY.hit(sent)
 
 
@@ -326,8 +331,12 @@ class _Streaq:
         self.worker = worker
         self.registered = registered
 
-    async def enqueue(self, sent: float) -> object:
+    async def _enqueue(self, sent: float) -> object:
         return await self.registered.enqueue(sent)
+
+    @property
+    def enqueue(self) -> Callable[[float], Awaitable[object]]:
+        return self._enqueue
 
     async def enqueue_many(self, count: int) -> None:
         enqueue = self.registered.enqueue
@@ -339,9 +348,7 @@ class _Streaq:
 async def open_streaq(queue: str) -> AsyncIterator[_Streaq]:
     from streaq import Worker
 
-    worker = Worker(
-        redis_url=URL, concurrency=CONSUMERS, queue_name=queue, handle_signals=False
-    )
+    worker = Worker(redis_url=URL, concurrency=CONSUMERS, queue_name=queue, handle_signals=False)
     registered = worker.task(ttl=0, silent=True, name="noop")(streaq_noop)
     async with anyio.create_task_group() as tg:
         await tg.start(worker.run_async)
@@ -379,7 +386,6 @@ IMPLS: list[Impl] = [
         bulk=True,
         note="one pipelined enqueue_many per round",
     ),
-    Impl("streaq (trio)", "trio", open_streaq, note="concurrency=16, on trio"),
 ]
 
 
@@ -445,9 +451,7 @@ async def throughput_round(
             await delete_keys(queue)
 
 
-async def latency_round(
-    impl: Impl, items: int, rate: float, timeout: float
-) -> list[float]:
+async def latency_round(impl: Impl, items: int, rate: float, timeout: float) -> list[float]:
     """Enqueue-to-start latencies of *items* enqueued at *rate* per second, evenly."""
     queue = fresh_queue(impl.label)
     interval = 1.0 / rate

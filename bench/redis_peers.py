@@ -42,7 +42,7 @@ import anyio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _redis_peers import (  # noqa: E402
+from _redis_peers import (
     CEILING,
     CONSUMERS,
     HOST,
@@ -125,20 +125,25 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "cpu": {impl.label: [] for impl in impls},
         "latency": {},
         "rows": {
-            impl.label: {"backend": impl.backend, "bulk": impl.bulk, "peer": impl.peer,
-                         "note": impl.note}
+            impl.label: {
+                "backend": impl.backend,
+                "bulk": impl.bulk,
+                "peer": impl.peer,
+                "note": impl.note,
+            }
             for impl in impls
         },
     }
 
-    def throughput(impl: Impl) -> tuple[float, float]:
-        return anyio.run(
-            partial(throughput_round, impl, args.items, args.producers, args.timeout),
+    def throughput(impl: Impl, items: int = args.items) -> tuple[float, float]:
+        result: tuple[float, float] = anyio.run(
+            partial(throughput_round, impl, items, args.producers, args.timeout),
             backend=impl.backend,
         )
+        return result
 
     for impl in impls:  # warm-up: imports, scripts loaded, connections made once
-        elapsed, cpu = throughput(impl)
+        elapsed, cpu = throughput(impl, args.warmup_items)
         print(f"warm-up {impl.label}: {elapsed:.3f} s (CPU {cpu:.3f} s)", flush=True)
     for number in range(1, args.rounds + 1):
         for impl in impls if number % 2 else reversed(impls):
@@ -200,9 +205,7 @@ def percentile(samples: list[float], q: float) -> float:
 
 def _uptime() -> str:
     with contextlib.suppress(OSError, subprocess.CalledProcessError):
-        return subprocess.run(
-            ["uptime"], capture_output=True, text=True, check=True
-        ).stdout.strip()
+        return subprocess.run(["uptime"], capture_output=True, text=True, check=True).stdout.strip()
     return "unknown"
 
 
@@ -249,9 +252,7 @@ def fmt_rate(per_second: float) -> str:
 
 
 def medians(data: dict[str, Any]) -> dict[str, float]:
-    return {
-        label: statistics.median(times) for label, times in data["throughput"].items() if times
-    }
+    return {label: statistics.median(times) for label, times in data["throughput"].items() if times}
 
 
 def ratios(data: dict[str, Any]) -> dict[str, float | str | None]:
@@ -310,7 +311,7 @@ def section(data: dict[str, Any]) -> list[str]:
         "implementation",
         "backend",
         "median",
-        "fastest – slowest",
+        "fastest - slowest",
         "items/s",
         "ratio (time ÷ workpool)",
         "setup",
@@ -327,7 +328,7 @@ def section(data: dict[str, Any]) -> list[str]:
                 name,
                 row["backend"],
                 fmt_time(median),
-                f"{fmt_time(min(times))} – {fmt_time(max(times))}",
+                f"{fmt_time(min(times))} - {fmt_time(max(times))}",
                 fmt_rate(items / median),
                 f"{median / wp:.2f}x" if wp else "n/a",
                 note.strip(),
@@ -349,8 +350,13 @@ def section(data: dict[str, Any]) -> list[str]:
         for label, lat in sorted(data["latency"].items(), key=lambda kv: kv[1]["p50"]):
             name = f"**{label}**" if label.startswith(WORKPOOL) else label
             body.append(
-                [name, fmt_time(lat["p50"]), fmt_time(lat["p99"]), fmt_time(lat["max"]),
-                 str(lat["n"])]
+                [
+                    name,
+                    fmt_time(lat["p50"]),
+                    fmt_time(lat["p99"]),
+                    fmt_time(lat["max"]),
+                    str(lat["n"]),
+                ]
             )
         lines += _table(["implementation", "p50", "p99", "max", "tasks"], body)
     if CHART.exists():
@@ -437,8 +443,11 @@ def write_chart(data: dict[str, Any]) -> None:
         1, 2, figsize=(13, 5.2), dpi=110, gridspec_kw={"width_ratios": [3, 2]}
     )
     colours = [
-        "tab:blue" if label.startswith(WORKPOOL) else
-        "tab:gray" if label.startswith(CEILING) else "tab:orange"
+        "tab:blue"
+        if label.startswith(WORKPOOL)
+        else "tab:gray"
+        if label.startswith(CEILING)
+        else "tab:orange"
         for label in order
     ]
     rates = [items / med[label] for label in order]
@@ -460,10 +469,20 @@ def write_chart(data: dict[str, Any]) -> None:
     if lat:
         labels = sorted(lat, key=lambda k: lat[k]["p50"])
         ys = range(len(labels))
-        lat_ax.barh([y - 0.2 for y in ys], [lat[k]["p50"] * 1e3 for k in labels], 0.4,
-                    label="p50", color="tab:blue")
-        lat_ax.barh([y + 0.2 for y in ys], [lat[k]["p99"] * 1e3 for k in labels], 0.4,
-                    label="p99", color="tab:red")
+        lat_ax.barh(
+            [y - 0.2 for y in ys],
+            [lat[k]["p50"] * 1e3 for k in labels],
+            0.4,
+            label="p50",
+            color="tab:blue",
+        )
+        lat_ax.barh(
+            [y + 0.2 for y in ys],
+            [lat[k]["p99"] * 1e3 for k in labels],
+            0.4,
+            label="p99",
+            color="tab:red",
+        )
         lat_ax.set_yticks(list(ys), labels)
         lat_ax.invert_yaxis()
         lat_ax.set_xscale("log")
@@ -473,7 +492,9 @@ def write_chart(data: dict[str, Any]) -> None:
         lat_ax.legend(fontsize=8)
     else:
         lat_ax.set_visible(False)
-    fig.suptitle(f"Redis Streams task queues (Redis {data['redis']}, {data['machine']['cores']} cores)")
+    fig.suptitle(
+        f"Redis Streams task queues (Redis {data['redis']}, {data['machine']['cores']} cores)"
+    )
     fig.tight_layout()
     fig.savefig(CHART)
     plt.close(fig)
@@ -486,6 +507,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--items", type=int, default=10_000)
     parser.add_argument("--rounds", type=int, default=5, help="timed rounds per row (>= 3)")
+    parser.add_argument("--warmup-items", type=int, default=1000)
     parser.add_argument("--producers", type=int, default=16)
     parser.add_argument("--latency-items", type=int, default=1500)
     parser.add_argument("--latency-rate", type=float, default=500.0)
