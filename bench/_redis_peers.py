@@ -445,7 +445,10 @@ async def throughput_round(
                     for number in range(producers):
                         tg.start_soon(_produce, producer, share + (number < extra))
             finished = await TALLY.wait(timeout)
-            return finished - started, time.process_time() - cpu
+            cpu = time.process_time() - cpu
+        if TALLY.count != items:  # counted once the worker has stopped
+            logger.warning("%s ran %d tasks for %d enqueued", impl.label, TALLY.count, items)
+        return finished - started, cpu
     finally:
         with anyio.CancelScope(shield=True):
             await delete_keys(queue)
