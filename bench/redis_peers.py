@@ -295,7 +295,9 @@ def section(data: dict[str, Any]) -> list[str]:
         f"medians of {rounds} rounds after one warm-up round each. Nobody keeps results. "
         "The ceiling is a raw coredis loop: pipelined `XADD` (100 at a time), one "
         "consumer doing `XREADGROUP COUNT 100` and `XACK`+`XDEL` per batch in a "
-        "transaction.",
+        "transaction. *CPU per task* is this process's CPU time (producer and worker; "
+        "the Redis server not counted) over the round, per task: on a busy machine it "
+        "moves less than the wall time.",
         "",
         f"- run: {data['started'][:19].replace('T', ' ')} UTC, workpool commit "
         f"{data['commit']}, Redis server {data['redis']}",
@@ -314,10 +316,12 @@ def section(data: dict[str, Any]) -> list[str]:
         "fastest - slowest",
         "items/s",
         "ratio (time ÷ workpool)",
+        "CPU per task",
         "setup",
     ]
     body = []
     wp = med.get(WORKPOOL)
+    cpu = data.get("cpu", {})
     for label, median in sorted(med.items(), key=lambda kv: kv[1]):
         row = data["rows"][label]
         times = data["throughput"][label]
@@ -331,6 +335,7 @@ def section(data: dict[str, Any]) -> list[str]:
                 f"{fmt_time(min(times))} - {fmt_time(max(times))}",
                 fmt_rate(items / median),
                 f"{median / wp:.2f}x" if wp else "n/a",
+                fmt_time(statistics.median(cpu[label]) / items) if cpu.get(label) else "n/a",
                 note.strip(),
             ]
         )
@@ -349,6 +354,8 @@ def section(data: dict[str, Any]) -> list[str]:
         body = []
         for label, lat in sorted(data["latency"].items(), key=lambda kv: kv[1]["p50"]):
             name = f"**{label}**" if label.startswith(WORKPOOL) else label
+            rate = items / med[label] if label in med else None
+            keeps_up = "n/a" if rate is None else ("yes" if rate > data["latency_rate"] else "no")
             body.append(
                 [
                     name,
@@ -356,9 +363,25 @@ def section(data: dict[str, Any]) -> list[str]:
                     fmt_time(lat["p99"]),
                     fmt_time(lat["max"]),
                     str(lat["n"]),
+                    keeps_up,
                 ]
             )
-        lines += _table(["implementation", "p50", "p99", "max", "tasks"], body)
+        lines += _table(
+            [
+                "implementation",
+                "p50",
+                "p99",
+                "max",
+                "tasks",
+                f"throughput above {data['latency_rate']:g}/s in this run",
+            ],
+            body,
+        )
+        lines += [
+            "A row whose throughput above stays under the rate cannot keep up here: a "
+            "backlog builds through the round and its latency measures the backlog.",
+            "",
+        ]
     if CHART.exists():
         lines += [f"![Redis throughput and latency]({CHART.name})", ""]
     return lines
@@ -397,6 +420,10 @@ def _targets(figures: dict[str, Any], data: dict[str, Any]) -> list[str]:
             verdict(None if trio is None else trio <= TARGET_TRIO),
         ],
     ]
+    cpu = data.get("cpu", {})
+    if cpu.get(WORKPOOL) and fastest and cpu.get(fastest):
+        ratio = statistics.median(cpu[fastest]) / statistics.median(cpu[WORKPOOL])
+        rows.append([f"CPU per task, {fastest} ÷ workpool", "reported", show(ratio), ""])
     lat = data.get("latency") or {}
     if WORKPOOL in lat and fastest in lat:
         rows.append(
