@@ -194,9 +194,7 @@ def settings_for(channel: str | None) -> PoolSettings:
             parsed = parse_channel_url(channel)
         except ValueError as exc:
             raise _UsageError(f"--channel: {exc}") from None
-        fields = settings.model_fields_set | {"channel"}
         settings = settings.model_copy(update={"channel": channel})
-        object.__setattr__(settings, "__pydantic_fields_set__", fields)
         try:
             settings.check_channel_options()
         except SettingsError as exc:
@@ -263,7 +261,7 @@ def _run_worker(args: argparse.Namespace) -> int:
 def _log_outcome(item: WorkItem, started: float, finished: float) -> None:
     """One line per item that ran: its outcome, name, id, attempts, deliveries, time."""
     log.info(
-        "%s %s id=%s attempts=%d deliveries=%d in %.0f ms",
+        "%s %s id=%s attempts=%d deliveries=%d in %.1f ms",
         item.state.value,
         item.name,
         item.id,

@@ -293,11 +293,12 @@ def run_durable_demo(options: DemoOptions, settings: PoolSettings, out: TextIO) 
     """Run (or resume) the demo's batch on the durable channel of *settings*.
 
     Returns:
-        0 when the batch finished, 1 when it was interrupted (its items stay stored).
+        `exit_status` of the drain: 0 unless items were cancelled or abandoned (an
+        interrupted batch stays in the store; the next run finishes it).
     """
     settings = durable_settings(settings)
     stats, report, progress, view, left = anyio.run(
         partial(_run, options, settings, out), backend=options.backend
     )
     view.summary(summary(stats, report, progress, left), stats, report)
-    return 0 if progress.finished and exit_status(report) == 0 else 1
+    return exit_status(report)

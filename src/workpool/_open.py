@@ -303,17 +303,15 @@ def build_channel(parsed: ChannelURL, options: dict[str, Any]) -> Channel:
 
         return BackgroundWorker(**options)
     if parsed.scheme == "sqlite":
-        from . import SqliteChannel  # type: ignore[attr-defined,unused-ignore]
+        from ._sqlite import SqliteChannel
 
-        channel: Channel = SqliteChannel(parsed.target, **options)
-        return channel
+        return SqliteChannel(parsed.target, **options)
     try:
-        from .redis import RedisChannel  # type: ignore[import-not-found,unused-ignore]
+        from .redis import RedisChannel
     except ImportError as exc:
         if exc.name is not None and exc.name.startswith("workpool"):
             raise
         raise ImportError(
             f"{parsed.shown!r} needs the Redis client: pip install 'workpool[redis]' ({exc})"
         ) from None
-    channel = RedisChannel(parsed.target, **options)
-    return channel
+    return RedisChannel(parsed.target, **options)
