@@ -236,6 +236,7 @@ class SqliteChannel:
         message_id = new_uuid4()
         parent = None if parent_session is None else parent_session.id
         while True:
+            asked = time.monotonic()  # the store's due time is later: batch start + delay
             status, existing = await self._store.call(
                 sql.enqueue,
                 str(message_id),
@@ -276,7 +277,7 @@ class SqliteChannel:
             key=key,
         )
         if seconds:
-            item.not_before = item.enqueued_at + seconds
+            item.not_before = asked + seconds
         return item
 
     def enqueue_nowait(

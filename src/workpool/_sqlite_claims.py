@@ -207,6 +207,15 @@ class Claims:
         self._write(sql.Settlement("unclaim", str(item.id), receipt))
 
     def _write(self, settlement: sql.Settlement) -> None:
+        if self.closed and self._store.stopped:
+            logger.warning(
+                "the outcome of %s (%s) came after %s was closed and is not written; it "
+                "is delivered again once its lease expires",
+                settlement.id,
+                settlement.kind,
+                self._label,
+            )
+            return
         self.pending += 1
         self._store.submit(
             Request(sql.settle, ([settlement],), notify=self._settled, post=self.post)

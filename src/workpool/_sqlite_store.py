@@ -150,27 +150,34 @@ class SqliteStore:
         self._synchronous = synchronous
         self._busy_timeout = busy_timeout
         self._label = label
-        self._requests: queue.SimpleQueue[Request] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
+        self._worker: _Worker | None = None
         self._lock = threading.Lock()
-        self._conn: sqlite3.Connection | None = None
-        self._abort = threading.Event()
-        self._stop_marker: Request | None = None
         self.outage_since: float | None = None
         self.last_error: str | None = None
 
     # -- on the event loop ---------------------------------------------------------------
 
+    @property
+    def stopped(self) -> bool:
+        """Whether no connection thread runs (none yet, or `stop` was called)."""
+        return self._worker is None
+
     def submit(self, request: Request) -> None:
-        """Hand *request* to the thread (started on first use). Thread-safe."""
-        if self._thread is None:
+        """Hand *request* to the connection thread, started if none runs."""
+        worker = self._worker
+        if worker is None:
             with self._lock:
-                if self._thread is None:
-                    self._thread = threading.Thread(
-                        target=self._main, name=f"workpool sqlite {self._label}", daemon=True
+                worker = self._worker
+                if worker is None:
+                    worker = self._worker = _Worker()
+                    worker.thread = threading.Thread(
+                        target=self._main,
+                        args=(worker,),
+                        name=f"workpool sqlite {self._label}",
+                        daemon=True,
                     )
-                    self._thread.start()
-        self._requests.put(request)
+                    worker.thread.start()
+        worker.requests.put(request)
 
     async def call(
         self,
@@ -210,52 +217,45 @@ class SqliteStore:
         return request.result
 
     async def stop(self) -> None:
-        """Finish everything submitted so far, then stop the thread (idempotent).
+        """Finish everything submitted so far, then end the connection thread.
 
-        Cancelled (shutdown's bound), it tells the thread to give up retrying.
+        Idempotent; a later request starts a new thread. Cancelled (shutdown's
+        bound), it tells the thread to give up retrying.
         """
-        if self._thread is None:
+        worker = self._worker
+        if worker is None:
             return
+        event = anyio.Event()
+        worker.requests.put(
+            Request(None, writes=False, notify=lambda _: event.set(), post=loop_poster())
+        )
+        self._worker = None  # what comes after goes to a new thread
         try:
-            await self.call(None, writes=False)
-        except BaseException:
-            self._abort.set()
-            raise
+            await event.wait()
         finally:
-            self._abort.set()
+            worker.abort.set()
 
     # -- on the connection thread ---------------------------------------------------------
 
-    def _main(self) -> None:
+    def _main(self, worker: _Worker) -> None:
         try:
             while True:
-                batch = [self._requests.get()]
-                self._take_more(batch)
-                self._run(batch)
-                if self._abort.is_set():
-                    self._fail_rest()
+                batch = [worker.requests.get()]
+                worker.take_more(batch)
+                self._run(worker, batch)
+                if worker.abort.is_set():
+                    rest: list[Request] = []
+                    worker.take_more(rest)
+                    for request in rest:
+                        request.error = ChannelUnavailableError(
+                            f"the channel's store {self._label} was closed"
+                        )
+                    self._notify(rest)
                     return
         finally:
-            conn, self._conn = self._conn, None
-            if conn is not None:
-                conn.close()
+            worker.close()
 
-    def _take_more(self, batch: list[Request]) -> None:
-        get = self._requests.get_nowait
-        while len(batch) < _MAX_BATCH:
-            try:
-                batch.append(get())
-            except queue.Empty:
-                return
-
-    def _fail_rest(self) -> None:
-        rest: list[Request] = []
-        self._take_more(rest)
-        for request in rest:
-            request.error = ChannelUnavailableError(f"the channel's store {self._label} was closed")
-        self._notify(rest)
-
-    def _run(self, batch: list[Request]) -> None:
+    def _run(self, worker: _Worker, batch: list[Request]) -> None:
         backoff = _BACKOFF_FIRST
         while True:
             now = time.monotonic()
@@ -278,13 +278,13 @@ class SqliteStore:
                 return
             batch = live
             try:
-                self._execute(live)
+                self._execute(worker, live)
             except Exception as exc:
                 if not _is_store_error(exc):
                     raise
-                self._rollback()
+                worker.rollback()
                 self._outage(exc)
-                if self._abort.wait(backoff):
+                if worker.abort.wait(backoff):
                     for request in live:
                         request.error = ChannelUnavailableError(
                             f"the SQLite store {self._label} was closed while unavailable: "
@@ -293,16 +293,16 @@ class SqliteStore:
                     self._notify(live)
                     return
                 backoff = min(backoff * 2, _BACKOFF_MAX)
-                self._take_more(batch)  # what arrived meanwhile is tried with it
+                worker.take_more(batch)  # what arrived meanwhile is tried with it
                 continue
             self._recovered()
             self._notify(live)
             return
 
-    def _execute(self, live: list[Request]) -> None:
-        conn = self._conn
+    def _execute(self, worker: _Worker, live: list[Request]) -> None:
+        conn = worker.conn
         if conn is None:
-            conn = self._conn = self._connect()
+            conn = worker.conn = self._connect()
         writes = any(request.writes for request in live)
         if writes:
             conn.execute("BEGIN IMMEDIATE")
@@ -344,18 +344,6 @@ class SqliteStore:
             raise
         return conn
 
-    def _rollback(self) -> None:
-        conn = self._conn
-        if conn is None:
-            return
-        try:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-        except sqlite3.Error:
-            # A connection in doubt is closed and made again on the next try.
-            self._conn = None
-            conn.close()
-
     def _outage(self, exc: BaseException) -> None:
         self.last_error = f"{type(exc).__name__}: {exc}"
         if self.outage_since is None:
@@ -385,3 +373,43 @@ class SqliteStore:
         for post, requests in by_loop.items():
             with contextlib.suppress(RuntimeError):  # that loop has closed: nobody waits
                 post(partial(_complete, requests))
+
+
+@final
+class _Worker:
+    """One connection thread's own state: its queue, its connection, its abort flag."""
+
+    __slots__ = ("abort", "conn", "requests", "thread")
+
+    def __init__(self) -> None:
+        self.requests: queue.SimpleQueue[Request] = queue.SimpleQueue()
+        self.abort = threading.Event()
+        self.conn: sqlite3.Connection | None = None
+        self.thread: threading.Thread | None = None
+
+    def take_more(self, batch: list[Request]) -> None:
+        """Add what is queued already to *batch*, up to the batch size."""
+        get = self.requests.get_nowait
+        while len(batch) < _MAX_BATCH:
+            try:
+                batch.append(get())
+            except queue.Empty:
+                return
+
+    def rollback(self) -> None:
+        """End a failed transaction; a connection in doubt is closed (made again on
+        the next try)."""
+        conn = self.conn
+        if conn is None:
+            return
+        try:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            self.conn = None
+            conn.close()
+
+    def close(self) -> None:
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            conn.close()
