@@ -69,13 +69,14 @@ class Claims:
         self.pending = 0  # settlements not committed yet
         self.queued = 0  # the queue's size, refreshed by `run`
         self._waiting = 0
-        self._fetching = False
+        self._asked = 0  # items asked for by the claims in flight
+        self._polling = False
         self._maybe_due = True
-        self._arrived: anyio.Event | None = None  # a fetch ended
+        self._arrived: anyio.Event | None = None  # a claim or a poll ended
         self._wakeup: anyio.Event | None = None  # new work may be due
         self._room: anyio.Event | None = None  # an item finished (capacity)
-        self._claim: Request | None = None  # the claim in flight
-        self._claim_done: anyio.Event | None = None
+        self._claims: set[Request] = set()  # in flight
+        self._landed: anyio.Event | None = None  # set when none is in flight
 
     # -- claiming ------------------------------------------------------------------------
 
@@ -88,7 +89,12 @@ class Claims:
         return self.ready.popleft()
 
     async def claim(self) -> WorkItem:
-        """The next due item, claimed for this consumer; waits for one."""
+        """The next due item, claimed for this consumer; waits for one.
+
+        Each waiting consumer has an item asked for in the store (the claims of
+        consumers that wait together share a batch); when the store had none due,
+        one of them polls and the others wait for it.
+        """
         while True:
             if self.closed:
                 raise PoolClosedError(_CLOSED)
@@ -96,38 +102,52 @@ class Claims:
                 return self.ready.popleft()
             self._waiting += 1
             try:
-                if self._fetching:
-                    if self._arrived is None:
-                        self._arrived = anyio.Event()
-                    await self._arrived.wait()
+                if self._maybe_due:
+                    wanted = self._waiting - self._asked
+                    if wanted > 0:
+                        self._ask(wanted)
+                    await self._arrival().wait()
+                elif self._polling:
+                    await self._arrival().wait()
                 else:
-                    self._fetching = True
+                    self._polling = True
                     try:
-                        await self._fetch()
+                        await self._poll()
                     finally:
-                        self._fetching = False
-                        arrived, self._arrived = self._arrived, None
-                        if arrived is not None:
-                            arrived.set()
+                        self._polling = False
+                        self._arrive()
             finally:
                 self._waiting -= 1
 
-    async def _fetch(self) -> None:
-        """Claim for the waiting consumers, or wait until something may be due."""
+    def _arrival(self) -> anyio.Event:
+        arrived = self._arrived
+        if arrived is None:
+            arrived = self._arrived = anyio.Event()
+        return arrived
+
+    def _arrive(self) -> None:
+        arrived, self._arrived = self._arrived, None
+        if arrived is not None:
+            arrived.set()
+
+    def _ask(self, count: int) -> None:
+        """Claim *count* due items in the store's next batch."""
         if self.post is None:
             self.post = loop_poster()
-        if self._maybe_due:
-            done = self._claim_done = anyio.Event()
-            request = self._claim = Request(
-                sql.claim,
-                (self._waiting, self._lease),
-                after=self._restore_all,
-                notify=self._claimed,
-                post=self.post,
-            )
-            self._store.submit(request)
-            await done.wait()
-            return
+        request = Request(
+            sql.claim,
+            (count, self._lease),
+            after=self._restore_all,
+            notify=self._claimed,
+            post=self.post,
+        )
+        self._asked += count
+        self._claims.add(request)
+        self._store.submit(request)
+
+    async def _poll(self) -> None:
+        """Wait until something may be due: the next due time, a wake-up (work stored
+        or released here), or a poll interval (work stored by other processes)."""
         next_due = await self._store.call(sql.next_due, writes=False)
         wait = POLL if next_due is None else min(POLL, next_due - time.time())
         if wait > 0:
@@ -144,17 +164,21 @@ class Claims:
 
     def _claimed(self, request: Request) -> None:
         """A claim's result, on the event loop (even if the consumer that asked left)."""
-        self._claim = None
-        done, self._claim_done = self._claim_done, None
-        if done is not None:
-            done.set()
+        asked = request.args[0]
+        self._asked -= asked
+        self._claims.discard(request)
+        if not self._claims:
+            landed, self._landed = self._landed, None
+            if landed is not None:
+                landed.set()
+        self._arrive()
         if request.error is not None:
             if not request.cancelled:
                 logger.error("claiming from %s failed: %r", self._label, request.error)
             self._maybe_due = False
             return
         items: list[WorkItem] = request.result
-        if len(items) < request.args[0]:
+        if len(items) < asked:
             self._maybe_due = False
         held = self.held
         for item in items:
@@ -166,9 +190,11 @@ class Claims:
             self.ready.extend(items)
 
     async def claim_landed(self) -> None:
-        """Wait for the claim in flight, if any, to be taken (or handed back)."""
-        while self._claim_done is not None:
-            await self._claim_done.wait()
+        """Wait until no claim is in flight (what they claimed is handed back)."""
+        while self._claims:
+            if self._landed is None:
+                self._landed = anyio.Event()
+            await self._landed.wait()
 
     # -- settling ------------------------------------------------------------------------
 
@@ -271,8 +297,7 @@ class Claims:
         self.closed = True
         while self.ready:
             self.unclaim(self.ready.popleft())
-        claim = self._claim
-        if claim is not None:
+        for claim in self._claims:
             claim.cancelled = True  # the store skips it unless it ran already
         self.wake(due=False)
         for event in (self._arrived, self._room):
