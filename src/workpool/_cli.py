@@ -110,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument(
         "--log-level", default="INFO", help="logging level of the worker's lines (%(default)s)"
     )
-    worker.set_defaults(run=_run_worker)
+    worker.set_defaults(run=_run_worker, parser=worker)
 
     dead = commands.add_parser(
         "dead",
@@ -119,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     actions = dead.add_subparsers(dest="action", metavar="ACTION", required=True)
     listing = actions.add_parser("list", help="print the dead letters, oldest first")
+    listing.set_defaults(parser=listing)
     _channel_argument(listing)
     listing.add_argument(
         "--limit", type=_positive_int, default=100, help="most letters shown (%(default)s)"
@@ -126,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     _backend_argument(listing)
     for name, verb in (("replay", "put back in the queue, counts reset"), ("purge", "delete")):
         action = actions.add_parser(name, help=f"{verb}: the letters named, or --all")
+        action.set_defaults(parser=action)
         action.add_argument("ids", nargs="*", type=_message_id, metavar="ID", help="letter ids")
         action.add_argument("--all", action="store_true", help=f"{name} every dead letter")
         _channel_argument(action)
@@ -154,20 +156,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
-    command_parser = _subparser(parser, args.command)
+    command_parser: argparse.ArgumentParser = getattr(args, "parser", parser)
     try:
         status: int = args.run(args)
     except _UsageError as exc:
         _fail(command_parser, str(exc))
     return status
-
-
-def _subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            found: argparse.ArgumentParser = action.choices[name]
-            return found
-    return parser  # pragma: no cover - every command is a subparser
 
 
 def _fail(parser: argparse.ArgumentParser, message: str) -> NoReturn:
