@@ -285,3 +285,20 @@ def test_no_command_prints_help(capsys: pytest.CaptureFixture[str]) -> None:
     assert "worker" in out
     assert "dead" in out
     assert "demo" in out
+
+
+def test_unreachable_store_exits_3_with_one_line(tmp_path: Path) -> None:
+    """A store that stays unreachable for outage_timeout: status 3 and one line, the
+    password masked, no traceback."""
+    if importlib.util.find_spec("coredis") is None:
+        pytest.skip("coredis is not installed (pip install 'workpool[redis]')")
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"redis://:pw@127.0.0.1:{port}/0?outage_timeout=0.5"
+    result = workpool("dead", "list", "--channel", url, cwd=tmp_path)
+    assert result.returncode == 3
+    assert "workpool dead list: reading dead letters: Redis" in result.stderr
+    assert "unreachable" in result.stderr
+    assert ":pw@" not in result.stderr
+    assert "Traceback" not in result.stderr

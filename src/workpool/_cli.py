@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 import anyio
 
-from ._exceptions import SettingsError
+from ._exceptions import ChannelUnavailableError, SettingsError
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -32,10 +32,12 @@ if TYPE_CHECKING:
     from ._settings import PoolSettings
     from ._task import DeadLetter
 
-__all__ = ["EXIT_USAGE", "build_parser", "main"]
+__all__ = ["EXIT_UNAVAILABLE", "EXIT_USAGE", "build_parser", "main"]
 
 #: Bad arguments or settings (argparse exits 2 too).
 EXIT_USAGE: Final = 2
+#: The channel's store could not be reached within its ``outage_timeout``.
+EXIT_UNAVAILABLE: Final = 3
 
 log = logging.getLogger("workpool.worker")
 
@@ -161,7 +163,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         status: int = args.run(args)
     except _UsageError as exc:
         _fail(command_parser, str(exc))
+    except (ChannelUnavailableError, BaseExceptionGroup) as exc:
+        unavailable = _unavailable(exc)
+        if unavailable is None:
+            raise
+        print(f"{command_parser.prog}: {unavailable}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
     return status
+
+
+def _unavailable(exc: BaseException) -> ChannelUnavailableError | None:
+    """The `ChannelUnavailableError` *exc* is, or is the only content of a group."""
+    if isinstance(exc, ChannelUnavailableError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        return _unavailable(exc.exceptions[0])
+    return None
 
 
 def _fail(parser: argparse.ArgumentParser, message: str) -> NoReturn:
