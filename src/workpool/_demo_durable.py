@@ -263,8 +263,10 @@ async def _run(
         if options.live
         else PlainView(out, min(1.0, max(0.25, batch.duration / 10)), max(1, left), deadline)
     )
-    # Items a killed process held come back after their lease: wait that long, and more.
-    patience = 3 * float(settings.lease or parsed.options.get("lease", DEMO_LEASE)) + 5
+    # Items a killed process held come back after their lease, delayed ones within the
+    # batch's duration: only a silence longer than both means items are missing.
+    lease = float(settings.lease or parsed.options.get("lease", DEMO_LEASE))
+    patience = 3 * lease + 5 + batch.duration
     library = logging.getLogger("workpool")
     library.addHandler(view.handler)
     try:
