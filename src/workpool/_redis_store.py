@@ -14,10 +14,11 @@ import os
 import secrets
 import socket
 from typing import TYPE_CHECKING, Any, Final, TypeVar, final
-from urllib.parse import urlsplit, urlunsplit
 
 import anyio
+import anyio.abc
 import coredis
+from coredis.connection import TCPConnection
 from coredis.exceptions import (
     ConnectionError as RedisConnectionError,
 )
@@ -38,7 +39,7 @@ if TYPE_CHECKING:
 
     from ._detached import Detached
 
-__all__ = ["GROUP", "RedisStore", "is_nogroup", "is_outage", "mask_url"]
+__all__ = ["GROUP", "RedisStore", "is_nogroup", "is_outage"]
 
 #: The consumer group of a queue (one per queue).
 GROUP: Final = "workpool"
@@ -63,6 +64,34 @@ async def shielded(request: Awaitable[T]) -> T:
     return result
 
 
+_CONNECTION_STREAMS: Final = (
+    "_write_buffer_in",
+    "_write_buffer_out",
+    "_push_message_buffer_in",
+    "_push_message_buffer_out",
+    "_streamed_message_buffer_in",
+    "_streamed_message_buffer_out",
+)
+
+
+class _Connection(TCPConnection):
+    """coredis 6.9 closes a connection's memory streams only once it has connected: a
+    connection that fails to connect (Redis down) or is cancelled while connecting
+    leaves them for the garbage collector, which warns (``ResourceWarning``) once per
+    attempt through an outage. Close them when the connection ends."""
+
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        try:
+            await super().run(task_status=task_status)
+        finally:
+            for name in _CONNECTION_STREAMS:
+                stream = getattr(self, name, None)
+                if stream is not None:
+                    stream.close()
+
+
 def is_outage(exc: BaseException) -> bool:
     """Whether *exc* says Redis could not be reached (then a retry may succeed)."""
     if isinstance(exc, (RedisConnectionError, ReadOnlyError, TimeoutError, OSError)):
@@ -78,19 +107,6 @@ def is_nogroup(exc: BaseException) -> bool:
     ):
         return True
     return isinstance(exc, ResponseError) and "NOGROUP" in str(exc)
-
-
-def mask_url(url: str) -> str:
-    """*url* with its password replaced by ``***`` (for repr and logs)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    port = f":{parts.port}" if parts.port is not None else ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}{port}"))
 
 
 @final
@@ -122,6 +138,9 @@ class RedisStore:
             stream_timeout=_STREAM_TIMEOUT,
             connect_timeout=_CONNECT_TIMEOUT,
         )
+        pool = self.client.connection_pool
+        if pool.connection_class is TCPConnection:
+            pool.connection_class = _Connection
         register = self.client.register_script
         self._add = register(lua.ADD)
         self._promote = register(lua.PROMOTE)
