@@ -14,7 +14,7 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from ._full import FullMode, parse_full_mode
 
@@ -222,7 +222,7 @@ def parse_channel_url(url: str) -> ChannelURL:
         parts.port  # noqa: B018 - raises on a bad port
     except ValueError:
         raise ValueError(f"channel URL {shown!r}: the port is not a number") from None
-    target = parts._replace(query=urlencode(passed), fragment="").geturl()
+    target = urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(passed), ""))
     return ChannelURL("redis", target, options, shown)
 
 
@@ -303,17 +303,15 @@ def build_channel(parsed: ChannelURL, options: dict[str, Any]) -> Channel:
 
         return BackgroundWorker(**options)
     if parsed.scheme == "sqlite":
-        from . import SqliteChannel  # type: ignore[attr-defined,unused-ignore]
+        from ._sqlite import SqliteChannel
 
-        channel: Channel = SqliteChannel(parsed.target, **options)
-        return channel
+        return SqliteChannel(parsed.target, **options)
     try:
-        from .redis import RedisChannel  # type: ignore[import-not-found,unused-ignore]
+        from .redis import RedisChannel
     except ImportError as exc:
         if exc.name is not None and exc.name.startswith("workpool"):
             raise
         raise ImportError(
             f"{parsed.shown!r} needs the Redis client: pip install 'workpool[redis]' ({exc})"
         ) from None
-    channel = RedisChannel(parsed.target, **options)
-    return channel
+    return RedisChannel(parsed.target, **options)
