@@ -17,13 +17,12 @@ from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from ._full import FullMode, parse_full_mode
+from ._urls import mask_url
 
 if TYPE_CHECKING:
     from ._seam import Channel
 
 __all__ = ["ChannelURL", "mask_url", "open_channel", "parse_channel_url"]
-
-_MASK: Final = "***"
 
 
 def _text(name: str, value: object) -> str:
@@ -115,34 +114,7 @@ _REDIS_CLIENT_PARAMS: Final = frozenset(
         "ssl_check_hostname",
     }
 )
-_SECRET_PARAMS: Final = frozenset({"password"})
 _HINT: Final = "use memory:, sqlite:///relative.db, sqlite:////absolute.db or redis://host:6379/0"
-
-
-def mask_url(url: str) -> str:
-    """*url* with its password replaced by ``***`` (user info and ``?password=``).
-
-    A user info without ``:`` is masked whole: Redis URLs often carry a bare password
-    there. Safe on malformed URLs: it never raises.
-    """
-    if not isinstance(url, str):
-        return repr(url)
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        return url
-    head, qsep, query = rest.partition("?")
-    at = head.rfind("@")
-    if at >= 0:
-        userinfo = head[:at]
-        user, colon, _ = userinfo.partition(":")
-        head = (f"{user}:{_MASK}" if colon else _MASK) + head[at:]
-    if qsep:
-        parts = []
-        for part in query.split("&"):
-            key, eq, _value = part.partition("=")
-            parts.append(f"{key}={_MASK}" if eq and unquote(key) in _SECRET_PARAMS else part)
-        query = "&".join(parts)
-    return f"{scheme}{sep}{head}{qsep}{query}"
 
 
 @dataclass(frozen=True)
