@@ -18,7 +18,7 @@ import anyio.lowlevel
 from ._checks import check_count, check_timeout
 from ._exceptions import PoolClosedError, QueueFullError
 from ._full import DropHooks, FullMode, parse_full_mode
-from ._item import ItemState, Work, WorkItem
+from ._item import ItemState, Work, WorkItem, item_with_options
 from ._log import logger
 from ._seam import Channel, Settle
 from ._session import hold_parent
@@ -46,7 +46,7 @@ def _make_item(
     if delay is not None or key is not None:
         # TODO(delay/key): the in-memory channel gets delay= and key= next.
         raise NotImplementedError("delay= and key= are not supported yet in memory")
-    return WorkItem(work, parent_session, retry=retry, timeout=timeout, name=name)
+    return item_with_options(work, parent_session, retry, timeout, name)
 
 
 @final
