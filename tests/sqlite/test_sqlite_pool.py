@@ -10,8 +10,8 @@ import anyio
 import anyio.to_thread
 import pytest
 from tenacity import stop_after_attempt, wait_fixed
-from tests.helpers.accounting import assert_delivered_accounted
 
+from tests.helpers.accounting import assert_delivered_accounted
 from workpool import (
     ChannelUnavailableError,
     DeadLetter,
