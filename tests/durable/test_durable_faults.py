@@ -15,12 +15,16 @@ from collections import Counter
 from typing import TYPE_CHECKING
 
 import pytest
+from tests.durable.harness import wait_until
 from tests.durable.tasks import block_first, exit_process, noop, slow
 
 from workpool import task
 
 if TYPE_CHECKING:
+    from uuid import UUID
+
     from tests.durable.harness import Harness
+    from tests.durable.tasks import Run
 
     from workpool import Scope, StopToken
 
@@ -210,3 +214,50 @@ async def test_two_processes_on_one_file_never_run_an_item_twice(harness: Harnes
         report = await started.stop()
         assert report["exit"] == 0
         assert report["stats"]["redelivered"] == 0
+
+
+async def test_with_a_crash_only_the_items_the_dead_process_held_run_twice(
+    harness: Harness,
+) -> None:
+    """Two workers share 300 items; one is killed with SIGKILL midway and started
+    again. Every item succeeds; an item that ran twice first started in the killed
+    process (it held it when it died) and ran again with deliveries 2; no other item
+    ran twice."""
+    lease = 1.0
+    victim = harness.worker(consumers=4, lease=lease)
+    other = harness.worker(consumers=4, lease=lease)
+    channel = harness.channel()
+    try:
+        accepted = [await channel.enqueue(slow.bind(n, 0.01)) for n in range(300)]
+    finally:
+        await channel.aclose()
+    await victim.ready()
+    await other.ready()
+    await wait_until(
+        lambda: sum(r.pid == victim.pid for r in harness.runs_so_far() if r.event == "done") >= 30,
+        "the victim to finish 30 items",
+    )
+    victim.kill9()
+    restarted = harness.worker(consumers=4, lease=lease)
+    ids = [item.id for item in accepted]
+    await harness.all_settled(ids)
+    await restarted.ready()
+    assert not await harness.dead_letters()
+    starts: dict[UUID, list[Run]] = {}
+    for run in harness.runs_so_far():
+        if run.event == "start":
+            starts.setdefault(run.id, []).append(run)
+    assert set(starts) == set(ids)
+    twice = {k: sorted(v, key=lambda r: r.deliveries) for k, v in starts.items() if len(v) > 1}
+    for runs in twice.values():
+        assert len(runs) == 2, runs
+        first, second = runs
+        assert first.pid == victim.pid, runs  # held by the process that died
+        assert first.deliveries == 1, runs
+        assert second.deliveries == 2, runs
+        assert second.pid != victim.pid, runs
+    # at most what the victim's 4 consumers were running when it died
+    assert len(twice) <= 4, twice
+    for started in (other, restarted):
+        report = await started.stop()
+        assert report["exit"] == 0
