@@ -13,12 +13,14 @@ waits for them.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import deque
 from typing import TYPE_CHECKING, Final, final
 from uuid import UUID
 
 import anyio
+import anyio.lowlevel
 
 from . import _sqlite_sql as sql
 from ._exceptions import PoolClosedError
@@ -67,6 +69,9 @@ class Claims:
         self.held: dict[UUID, WorkItem] = {}
         self.closed = False
         self.pending = 0  # settlements not committed yet
+        self._outbox: list[sql.Settlement] = []
+        self._outbox_lock = threading.Lock()
+        self._flush_queued = False
         self.queued = 0  # the queue's size, refreshed by `run`
         self._waiting = 0
         self._asked = 0  # items asked for by the claims in flight
@@ -95,6 +100,9 @@ class Claims:
         consumers that wait together share a batch); when the store had none due,
         one of them polls and the others wait for it.
         """
+        if self.ready:
+            # Nothing to wait for, but a cancelled caller must not take an item.
+            await anyio.lowlevel.checkpoint_if_cancelled()
         while True:
             if self.closed:
                 raise PoolClosedError(_CLOSED)
@@ -149,13 +157,14 @@ class Claims:
         """Wait until something may be due: the next due time, a wake-up (work stored
         or released here), or a poll interval (work stored by other processes)."""
         next_due = await self._store.call(sql.next_due, writes=False)
-        wait = POLL if next_due is None else min(POLL, next_due - time.time())
-        if wait > 0:
-            if self._wakeup is None:
-                self._wakeup = anyio.Event()
-            with anyio.move_on_after(wait):
-                await self._wakeup.wait()
-        self._maybe_due = True
+        now = time.time()
+        if next_due is not None and next_due <= now:
+            self._maybe_due = True
+            return
+        if self._wakeup is None:
+            self._wakeup = anyio.Event()
+        with anyio.move_on_after(POLL if next_due is None else min(POLL, next_due - now)):
+            await self._wakeup.wait()
 
     def _restore_all(self, rows: list[sql.Claimed]) -> list[WorkItem]:
         # In the store's thread, after the commit: decoding stays off the event loop.
@@ -243,31 +252,55 @@ class Claims:
             )
             return
         self.pending += 1
-        self._store.submit(
-            Request(sql.settle, ([settlement],), notify=self._settled, post=self.post)
-        )
+        # Outcomes wait in the outbox for one request that writes them all: one
+        # wake-up of the store's thread for many settlements.
+        with self._outbox_lock:
+            self._outbox.append(settlement)
+            if self._flush_queued:
+                return
+            self._flush_queued = True
+        self._store.submit(Request(self._flush, ([],), notify=self._flushed, post=self.post))
 
-    def _settled(self, request: Request) -> None:
-        self.pending -= 1
-        [settlement] = request.args[0]
+    def _take_outbox(self) -> list[sql.Settlement]:
+        with self._outbox_lock:
+            taken, self._outbox = self._outbox, []
+            self._flush_queued = False
+        return taken
+
+    def _flush(self, batch: sql.Batch, taken: list[sql.Settlement]) -> list[sql.Settlement]:
+        """In the store's thread: write the outbox (the same outcomes again when a
+        failed batch is retried); return those whose claim was lost."""
+        if not taken:
+            taken.extend(self._take_outbox())
+        return sql.settle(batch, taken)
+
+    def _flushed(self, request: Request) -> None:
+        taken: list[sql.Settlement] = request.args[0]
+        if not taken:  # never ran (the store was closed while unavailable)
+            taken = self._take_outbox()
+        self.pending -= len(taken)
         if request.error is not None:
             logger.error(
-                "writing the outcome of %s to %s failed; it is delivered again once its "
-                "lease expires: %r",
-                settlement.id,
+                "writing %d outcome(s) to %s failed; those items are delivered again once "
+                "their lease expires: %r",
+                len(taken),
                 self._label,
                 request.error,
             )
-        elif request.result:
-            logger.warning(
-                "the outcome of %s (%s) was not written: its lease had expired and it was "
-                "claimed again; it may run twice (make tasks idempotent, or raise lease=)",
-                settlement.id,
-                settlement.kind,
-            )
-        kind = settlement.kind
-        if kind in ("released", "unclaim") or (kind == "rescheduled" and settlement.delay <= 0):
-            self.wake(due=True)
+        else:
+            for settlement in request.result:
+                logger.warning(
+                    "the outcome of %s (%s) was not written: its lease had expired and it "
+                    "was claimed again; it may run twice (make tasks idempotent, or raise "
+                    "lease=)",
+                    settlement.id,
+                    settlement.kind,
+                )
+        for settlement in taken:
+            kind = settlement.kind
+            if kind in ("released", "unclaim") or (kind == "rescheduled" and settlement.delay <= 0):
+                self.wake(due=True)
+                break
         room, self._room = self._room, None
         if room is not None:
             room.set()
@@ -316,11 +349,12 @@ class Claims:
             await anyio.sleep(tick)
             held = [(str(item.id), item.receipt) for item in self.held.values()]
             try:
-                lost, (queued, _) = await self._store.call(_housekeeping, held, lease)
+                lost = await self._store.call(sql.renew, held, lease) if held else []
+                # read after the commit, outside the write lock
+                self.queued, _ = await self._store.call(sql.counts, writes=False)
             except Exception:
                 logger.exception("renewing the leases of %s failed", self._label)
                 continue
-            self.queued = queued
             for message_id in lost:
                 key = UUID(message_id)
                 item = self.held.get(key)
@@ -342,10 +376,3 @@ class Claims:
                 if unfinished == 0:
                     return
             await anyio.sleep(POLL / 2)
-
-
-def _housekeeping(
-    batch: sql.Batch, held: list[tuple[str, int]], lease: float
-) -> tuple[list[str], tuple[int, int]]:
-    lost = sql.renew(batch, held, lease) if held else []
-    return lost, sql.counts(batch)
