@@ -180,6 +180,7 @@ async def test_sigterm_releases_held_items_and_another_pool_takes_them_at_once(
     assert time.monotonic() - signalled < 15.0  # released, not left for the lease
     assert set(first_report["released"]) >= {str(item.id) for item in held}
     assert first_report["stats"]["released"] == len(first_report["released"])
+    assert first_report["exit"] == 0  # released is not lost: a clean drain
     for item in held:
         assert [(r.deliveries, r.pid) for r in harness.starts(item.id)] == [
             (1, first.pid),
