@@ -3,9 +3,9 @@
 Each test runs worker processes (``tests/durable/worker.py``) on a real SQLite file,
 on the test's backend, with short leases; the test process produces and inspects
 through a `SqliteChannel` of its own. Every test ends with the same check: each
-accepted id succeeded (its task recorded ``done``) or is in the dead letters, and
-each worker that drained kept ``delivered == succeeded + failed + released +
-rescheduled``.
+accepted id succeeded (its task recorded ``done``) or is in the dead letters, each
+worker that drained kept ``delivered == succeeded + failed + released +
+rescheduled``, and once the workers have stopped no message is left in the file.
 """
 
 from __future__ import annotations
@@ -64,6 +64,7 @@ async def test_kill_9_mid_item_runs_it_again_after_a_restart(harness: Harness) -
     report = await second.stop()
     assert report["exit"] == 0
     assert report["stats"]["redelivered"] == 1
+    assert harness.left_in_store() == 0
 
 
 async def test_a_task_that_kills_its_process_is_dead_lettered_after_max_deliveries(
@@ -96,6 +97,7 @@ async def test_a_task_that_kills_its_process_is_dead_lettered_after_max_deliveri
     report = await survivor.stop()
     assert report["exit"] == 0
     assert report["stats"]["failed"] == 1  # dead-lettered at claim, unrun
+    assert harness.left_in_store() == 0
 
 
 async def test_unknown_name_bad_payload_and_bad_arguments_are_dead_lettered_at_once(
@@ -135,6 +137,7 @@ async def test_unknown_name_bad_payload_and_bad_arguments_are_dead_lettered_at_o
     report = await worker.stop()
     assert report["exit"] == 0
     assert "durable.unregistered" in worker.stderr()  # logged at ERROR
+    assert harness.left_in_store() == 0
 
 
 async def test_a_task_longer_than_its_lease_runs_once(harness: Harness) -> None:
@@ -154,6 +157,7 @@ async def test_a_task_longer_than_its_lease_runs_once(harness: Harness) -> None:
     for started in workers:
         report = await started.stop()
         assert report["stats"]["redelivered"] == 0
+    assert harness.left_in_store() == 0
 
 
 async def test_sigterm_releases_held_items_and_another_pool_takes_them_at_once(
@@ -189,6 +193,7 @@ async def test_sigterm_releases_held_items_and_another_pool_takes_them_at_once(
     assert not await harness.dead_letters()
     second_report = await second.stop()
     assert second_report["exit"] == 0
+    assert harness.left_in_store() == 0
 
 
 async def test_two_processes_on_one_file_never_run_an_item_twice(harness: Harness) -> None:
@@ -215,6 +220,7 @@ async def test_two_processes_on_one_file_never_run_an_item_twice(harness: Harnes
         report = await started.stop()
         assert report["exit"] == 0
         assert report["stats"]["redelivered"] == 0
+    assert harness.left_in_store() == 0
 
 
 async def test_with_a_crash_only_the_items_the_dead_process_held_run_twice(
@@ -262,3 +268,4 @@ async def test_with_a_crash_only_the_items_the_dead_process_held_run_twice(
     for started in (other, restarted):
         report = await started.stop()
         assert report["exit"] == 0
+    assert harness.left_in_store() == 0
