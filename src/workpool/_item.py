@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeAlias, final
 from ._checks import check_timeout
 from ._retry import RetryPolicy
 from ._session import Session
+from ._signature import KNOWN_CODES, work_kind
 from ._uuid import new_uuid4
 
 if TYPE_CHECKING:
@@ -49,32 +50,18 @@ _QUEUED: Final = ItemState.QUEUED
 _RUNNING: Final = ItemState.RUNNING
 
 
-# Whether a callable's code is a coroutine function, by code object: closures and
-# bound methods share theirs, so this stays as small as the program.
-_is_async_by_code: dict[object, bool] = {}
+# Bound once: a name imported from a module is called through LOAD_ATTR (Python
+# 3.11 takes it for a module), which would make a bound method per item.
+_known_code: Final = KNOWN_CODES.get
 
 
 def _is_async(work: Callable[..., Any]) -> bool:
-    known = _is_async_by_code.get(getattr(work, "__code__", None))
-    if known is not None:  # a plain function seen before: the common case
+    """Whether *work* runs on the loop (else in a worker thread), once it is known to
+    take ``(scope, stopping)``: a plain function seen before costs one lookup."""
+    known = _known_code(getattr(work, "__code__", None))  # type: ignore[arg-type]
+    if known is not None:
         return known
-    func: Any = work
-    while isinstance(func, partial):
-        func = func.func
-    code = getattr(func, "__code__", None)
-    if code is not None:
-        known = _is_async_by_code.get(code)
-        if known is None:
-            known = _is_async_by_code[code] = inspect.iscoroutinefunction(func)
-        return known
-    # A callable object that knows (a TaskCall: its task function's kind).
-    declared = getattr(func, "__workpool_async__", None)
-    if declared is not None:
-        return bool(declared)
-    if inspect.iscoroutinefunction(func):
-        return True
-    call = getattr(func, "__call__", None)  # noqa: B004 - instances with async __call__
-    return call is not None and inspect.iscoroutinefunction(call)
+    return work_kind(work)
 
 
 def retry_of(work: Callable[..., Any]) -> RetryPolicy | None:

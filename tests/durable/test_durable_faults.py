@@ -15,9 +15,9 @@ from collections import Counter
 from typing import TYPE_CHECKING
 
 import pytest
+
 from tests.durable.harness import wait_until
 from tests.durable.tasks import block_first, exit_process, noop, slow
-
 from workpool import task
 
 if TYPE_CHECKING:
@@ -25,7 +25,6 @@ if TYPE_CHECKING:
 
     from tests.durable.harness import Harness
     from tests.durable.tasks import Run
-
     from workpool import Scope, StopToken
 
 pytestmark = pytest.mark.anyio
