@@ -50,6 +50,7 @@ if TYPE_CHECKING:
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "RESULTS-sqlite.md"
+MARKER = "<!-- analysis: kept when the figures above are rewritten -->"
 
 ITEMS = 10_000
 CONSUMERS = 4
@@ -244,6 +245,11 @@ def main() -> None:
     text = "\n".join(lines) + "\n"
     print(text)
     if args.write:
+        # A hand-written part (the profile and what to do about it) below the marker
+        # is kept.
+        old = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else ""
+        if MARKER in old:
+            text += "\n" + old[old.index(MARKER) :]
         RESULTS.write_text(text, encoding="utf-8")
         print(f"wrote {RESULTS.relative_to(ROOT)}")
 

@@ -162,6 +162,12 @@ class Harness:
             )
         return message_id
 
+    def left_in_store(self) -> int:
+        """Messages still in the file (queued, delayed or claimed), dead letters aside."""
+        with contextlib.closing(sqlite3.connect(self.db, timeout=10.0)) as conn:
+            (count,) = conn.execute("SELECT count(*) FROM workpool_messages").fetchone()
+        return int(count)
+
     def runs_so_far(self) -> list[Run]:
         return read_runs(self.runs)
 

@@ -3,9 +3,9 @@
 Each test runs worker processes (``tests/durable/worker.py``) on a real SQLite file,
 on the test's backend, with short leases; the test process produces and inspects
 through a `SqliteChannel` of its own. Every test ends with the same check: each
-accepted id succeeded (its task recorded ``done``) or is in the dead letters, and
-each worker that drained kept ``delivered == succeeded + failed + released +
-rescheduled``.
+accepted id succeeded (its task recorded ``done``) or is in the dead letters, each
+worker that drained kept ``delivered == succeeded + failed + released +
+rescheduled``, and once the workers have stopped no message is left in the file.
 """
 
 from __future__ import annotations
@@ -16,11 +16,15 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from tests.durable.harness import wait_until
 from tests.durable.tasks import block_first, exit_process, noop, slow
 from workpool import task
 
 if TYPE_CHECKING:
+    from uuid import UUID
+
     from tests.durable.harness import Harness
+    from tests.durable.tasks import Run
     from workpool import Scope, StopToken
 
 pytestmark = pytest.mark.anyio
@@ -59,6 +63,7 @@ async def test_kill_9_mid_item_runs_it_again_after_a_restart(harness: Harness) -
     report = await second.stop()
     assert report["exit"] == 0
     assert report["stats"]["redelivered"] == 1
+    assert harness.left_in_store() == 0
 
 
 async def test_a_task_that_kills_its_process_is_dead_lettered_after_max_deliveries(
@@ -91,6 +96,7 @@ async def test_a_task_that_kills_its_process_is_dead_lettered_after_max_deliveri
     report = await survivor.stop()
     assert report["exit"] == 0
     assert report["stats"]["failed"] == 1  # dead-lettered at claim, unrun
+    assert harness.left_in_store() == 0
 
 
 async def test_unknown_name_bad_payload_and_bad_arguments_are_dead_lettered_at_once(
@@ -130,6 +136,7 @@ async def test_unknown_name_bad_payload_and_bad_arguments_are_dead_lettered_at_o
     report = await worker.stop()
     assert report["exit"] == 0
     assert "durable.unregistered" in worker.stderr()  # logged at ERROR
+    assert harness.left_in_store() == 0
 
 
 async def test_a_task_longer_than_its_lease_runs_once(harness: Harness) -> None:
@@ -149,6 +156,7 @@ async def test_a_task_longer_than_its_lease_runs_once(harness: Harness) -> None:
     for started in workers:
         report = await started.stop()
         assert report["stats"]["redelivered"] == 0
+    assert harness.left_in_store() == 0
 
 
 async def test_sigterm_releases_held_items_and_another_pool_takes_them_at_once(
@@ -175,6 +183,7 @@ async def test_sigterm_releases_held_items_and_another_pool_takes_them_at_once(
     assert time.monotonic() - signalled < 15.0  # released, not left for the lease
     assert set(first_report["released"]) >= {str(item.id) for item in held}
     assert first_report["stats"]["released"] == len(first_report["released"])
+    assert first_report["exit"] == 0  # released is not lost: a clean drain
     for item in held:
         assert [(r.deliveries, r.pid) for r in harness.starts(item.id)] == [
             (1, first.pid),
@@ -183,6 +192,7 @@ async def test_sigterm_releases_held_items_and_another_pool_takes_them_at_once(
     assert not await harness.dead_letters()
     second_report = await second.stop()
     assert second_report["exit"] == 0
+    assert harness.left_in_store() == 0
 
 
 async def test_two_processes_on_one_file_never_run_an_item_twice(harness: Harness) -> None:
@@ -209,3 +219,52 @@ async def test_two_processes_on_one_file_never_run_an_item_twice(harness: Harnes
         report = await started.stop()
         assert report["exit"] == 0
         assert report["stats"]["redelivered"] == 0
+    assert harness.left_in_store() == 0
+
+
+async def test_with_a_crash_only_the_items_the_dead_process_held_run_twice(
+    harness: Harness,
+) -> None:
+    """Two workers share 300 items; one is killed with SIGKILL midway and started
+    again. Every item succeeds; an item that ran twice first started in the killed
+    process (it held it when it died) and ran again with deliveries 2; no other item
+    ran twice."""
+    lease = 1.0
+    victim = harness.worker(consumers=4, lease=lease)
+    other = harness.worker(consumers=4, lease=lease)
+    channel = harness.channel()
+    try:
+        accepted = [await channel.enqueue(slow.bind(n, 0.01)) for n in range(300)]
+    finally:
+        await channel.aclose()
+    await victim.ready()
+    await other.ready()
+    await wait_until(
+        lambda: sum(r.pid == victim.pid for r in harness.runs_so_far() if r.event == "done") >= 30,
+        "the victim to finish 30 items",
+    )
+    victim.kill9()
+    restarted = harness.worker(consumers=4, lease=lease)
+    ids = [item.id for item in accepted]
+    await harness.all_settled(ids)
+    await restarted.ready()
+    assert not await harness.dead_letters()
+    starts: dict[UUID, list[Run]] = {}
+    for run in harness.runs_so_far():
+        if run.event == "start":
+            starts.setdefault(run.id, []).append(run)
+    assert set(starts) == set(ids)
+    twice = {k: sorted(v, key=lambda r: r.deliveries) for k, v in starts.items() if len(v) > 1}
+    for runs in twice.values():
+        assert len(runs) == 2, runs
+        first, second = runs
+        assert first.pid == victim.pid, runs  # held by the process that died
+        assert first.deliveries == 1, runs
+        assert second.deliveries == 2, runs
+        assert second.pid != victim.pid, runs
+    # at most what the victim's 4 consumers were running when it died
+    assert len(twice) <= 4, twice
+    for started in (other, restarted):
+        report = await started.stop()
+        assert report["exit"] == 0
+    assert harness.left_in_store() == 0
