@@ -210,18 +210,19 @@ async def test_unknown_tasks_and_bad_payloads_are_rejected_at_claim(
     ]
     for number, (name, args) in enumerate(stored):
         command(PORT, "XADD", stream, "*", "id", f"{number:032x}", "name", name, "args", args)
+    command(PORT, "XADD", stream, "*", "something", "else")  # not a workpool message
     channel = RedisChannel(redis_server, queue=queue)
     try:
         await channel.open(TASKS)
         reasons = []
-        for _ in range(3):
+        for _ in range(4):
             item = await channel.claim()
             assert item.rejection is not None
             reasons.append(item.rejection[0])
             channel.settle(item, Settle.DEAD, reason=item.rejection[0], error=item.rejection[1])
     finally:
         await channel.aclose()
-    assert reasons == ["unknown_task", "bad_payload", "bad_payload"]
+    assert reasons == ["unknown_task", "bad_payload", "bad_payload", "bad_payload"]
     inspect = RedisChannel(redis_server, queue=queue)
     try:
         letters = await inspect.dead_letters()
