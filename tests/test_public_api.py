@@ -41,6 +41,7 @@ PUBLIC = [
     "WorkpoolError",
     "current_scope",
     "exit_status",
+    "open_channel",
     "retry_policy",
     "run_until_signalled",
     "serve_until_signalled",

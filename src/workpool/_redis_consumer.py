@@ -211,6 +211,7 @@ class RedisConsumer:
         else:
             logger.error("%s on Redis queue %r failed", doing, self._store.queue, exc_info=exc)
         await anyio.sleep(next(waits))
+        await self._store.ensure()  # the client's task again, if a failure ended it
 
     # -- settling ------------------------------------------------------------------------
 

@@ -13,11 +13,12 @@ from __future__ import annotations
 import os
 import secrets
 import socket
-from typing import TYPE_CHECKING, Any, Final, final
-from urllib.parse import urlsplit, urlunsplit
+from typing import TYPE_CHECKING, Any, Final, TypeVar, final
 
 import anyio
+import anyio.abc
 import coredis
+from coredis.connection import TCPConnection
 from coredis.exceptions import (
     ConnectionError as RedisConnectionError,
 )
@@ -34,11 +35,11 @@ from ._detached import start_detached
 from ._log import logger
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Awaitable, Sequence
 
     from ._detached import Detached
 
-__all__ = ["GROUP", "RedisStore", "is_nogroup", "is_outage", "mask_url"]
+__all__ = ["GROUP", "RedisStore", "is_nogroup", "is_outage"]
 
 #: The consumer group of a queue (one per queue).
 GROUP: Final = "workpool"
@@ -47,9 +48,48 @@ GROUP: Final = "workpool"
 BLOCK_SECONDS: Final = 1.0
 _STREAM_TIMEOUT: Final = 5.0
 _CONNECT_TIMEOUT: Final = 2.0
+_CALL_SECONDS: Final = _STREAM_TIMEOUT + _CONNECT_TIMEOUT
+T = TypeVar("T")
 
 #: How many dead letters a queue keeps (oldest first out; approximate, ``MAXLEN ~``).
 DEAD_LETTER_LIMIT: Final = 100_000
+
+
+async def shielded(request: Awaitable[T]) -> T:
+    """Await a command shielded from cancellation, within a bound: a cancellation while
+    coredis sets up a connection would leave that connection half made (its streams
+    never closed), and a cancelled write leaves it unknown whether Redis applied it."""
+    with anyio.CancelScope(shield=True), anyio.fail_after(_CALL_SECONDS):
+        result = await request
+    return result
+
+
+_CONNECTION_STREAMS: Final = (
+    "_write_buffer_in",
+    "_write_buffer_out",
+    "_push_message_buffer_in",
+    "_push_message_buffer_out",
+    "_streamed_message_buffer_in",
+    "_streamed_message_buffer_out",
+)
+
+
+class _Connection(TCPConnection):
+    """coredis 6.9 closes a connection's memory streams only once it has connected: a
+    connection that fails to connect (Redis down) or is cancelled while connecting
+    leaves them for the garbage collector, which warns (``ResourceWarning``) once per
+    attempt through an outage. Close them when the connection ends."""
+
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        try:
+            await super().run(task_status=task_status)
+        finally:
+            for name in _CONNECTION_STREAMS:
+                stream = getattr(self, name, None)
+                if stream is not None:
+                    stream.close()
 
 
 def is_outage(exc: BaseException) -> bool:
@@ -67,19 +107,6 @@ def is_nogroup(exc: BaseException) -> bool:
     ):
         return True
     return isinstance(exc, ResponseError) and "NOGROUP" in str(exc)
-
-
-def mask_url(url: str) -> str:
-    """*url* with its password replaced by ``***`` (for repr and logs)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    port = f":{parts.port}" if parts.port is not None else ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}{port}"))
 
 
 @final
@@ -111,6 +138,9 @@ class RedisStore:
             stream_timeout=_STREAM_TIMEOUT,
             connect_timeout=_CONNECT_TIMEOUT,
         )
+        pool = self.client.connection_pool
+        if pool.connection_class is TCPConnection:
+            pool.connection_class = _Connection
         register = self.client.register_script
         self._add = register(lua.ADD)
         self._promote = register(lua.PROMOTE)
@@ -165,7 +195,7 @@ class RedisStore:
     async def _load_scripts(self) -> None:
         """Load the scripts up front (else each first call logs coredis's NOSCRIPT retry);
         a Redis that cannot be reached now gets them on first use."""
-        with anyio.move_on_after(_CONNECT_TIMEOUT):
+        with anyio.CancelScope(shield=True), anyio.move_on_after(_CALL_SECONDS):
             try:
                 async with self.client.pipeline(transaction=False) as pipe:
                     for script in self._scripts:
@@ -198,7 +228,7 @@ class RedisStore:
         """Create the consumer group (and the stream) if missing, reading from the start:
         every entry in the stream is unfinished (acknowledged ones are deleted)."""
         try:
-            await self.client.xgroup_create(self.stream, GROUP, "0", mkstream=True)
+            await shielded(self.client.xgroup_create(self.stream, GROUP, "0", mkstream=True))
         except StreamDuplicateConsumerGroupError:
             pass
         except ResponseError as exc:
@@ -218,22 +248,26 @@ class RedisStore:
     ) -> list[Any]:
         """Run ``ADD``; *fields*: name, args, att, dlv, to, key, par."""
         keys = [self.stream, self.delayed, self.body, self.keys, f"{self.prefix}seen:{message_id}"]
-        result: list[Any] = await self._add(
-            keys, [message_id, *fields, delay_ms, capacity, seen_ms]
+        result: list[Any] = await shielded(
+            self._add(keys, [message_id, *fields, delay_ms, capacity, seen_ms])
         )
         return result
 
     async def promote(self, limit: int = 100) -> tuple[int, int]:
         """Move due delayed messages into the stream: (moved, ms until the next, or -1)."""
-        reply: list[int] = await self._promote([self.stream, self.delayed, self.body], [limit])
+        reply: list[int] = await shielded(
+            self._promote([self.stream, self.delayed, self.body], [limit])
+        )
         return int(reply[0]), int(reply[1])
 
     async def unfinished(self) -> int:
         """Queued, delayed and running messages."""
-        async with self.client.pipeline(transaction=False) as pipe:
-            queued = pipe.xlen(self.stream)
-            delayed = pipe.zcard(self.delayed)
-        return int(await queued) + int(await delayed)
+        with anyio.CancelScope(shield=True), anyio.fail_after(_CALL_SECONDS):
+            async with self.client.pipeline(transaction=False) as pipe:
+                queued = pipe.xlen(self.stream)
+                delayed = pipe.zcard(self.delayed)
+            count = int(await queued) + int(await delayed)
+        return count
 
     # -- consumers ---------------------------------------------------------------------
 
@@ -248,56 +282,65 @@ class RedisStore:
 
     async def ack(self, entries: Sequence[bytes], keys: Sequence[bytes]) -> None:
         """Acknowledge and delete *entries*; free *keys* (key, id pairs, flat)."""
-        await self._ack([self.stream, self.keys], [GROUP, len(entries), *entries, *keys])
+        await shielded(self._ack([self.stream, self.keys], [GROUP, len(entries), *entries, *keys]))
 
     async def bury(
         self, entry: bytes, message_id: bytes, key: bytes, letter: Sequence[Any]
     ) -> None:
-        await self._dead(
-            [self.stream, self.keys, self.dead],
-            [GROUP, entry, message_id, key, DEAD_LETTER_LIMIT, *letter],
+        await shielded(
+            self._dead(
+                [self.stream, self.keys, self.dead],
+                [GROUP, entry, message_id, key, DEAD_LETTER_LIMIT, *letter],
+            )
         )
 
     async def release(self, entry: bytes, fields: Sequence[Any]) -> None:
-        await self._release([self.stream], [GROUP, entry, *fields])
+        await shielded(self._release([self.stream], [GROUP, entry, *fields]))
 
     async def reschedule(
         self, entry: bytes, message_id: bytes, delay_ms: int, fields: Sequence[Any]
     ) -> None:
-        await self._reschedule(
-            [self.stream, self.delayed, self.body], [GROUP, entry, message_id, delay_ms, *fields]
+        await shielded(
+            self._reschedule(
+                [self.stream, self.delayed, self.body],
+                [GROUP, entry, message_id, delay_ms, *fields],
+            )
         )
 
     async def renew(self, entries: Sequence[bytes]) -> list[bytes]:
         """Renew the leases of *entries*; return those this consumer no longer owns."""
-        lost: list[bytes] = await self._renew([self.stream], [GROUP, self.consumer, *entries])
+        lost: list[bytes] = await shielded(
+            self._renew([self.stream], [GROUP, self.consumer, *entries])
+        )
         return lost
 
     async def reclaim(self, count: int, min_idle_ms: int, lock_ms: int) -> list[Any] | None:
         """Claim entries idle over *min_idle_ms* (crashed consumers), if no other process
         sweeps: ``[[entry, fields (flat), delivery count]...]``, or None."""
-        result: list[Any] | None = await self._reclaim(
-            [self.stream, self.cursor, self.lock],
-            [GROUP, self.consumer, min_idle_ms, count, 10, lock_ms],
+        result: list[Any] | None = await shielded(
+            self._reclaim(
+                [self.stream, self.cursor, self.lock],
+                [GROUP, self.consumer, min_idle_ms, count, 10, lock_ms],
+            )
         )
         return result
 
     async def retire(self, keep: Sequence[bytes]) -> int:
         """Hand back what is still pending for this consumer but *keep* (entries still
         running here); remove the consumer once it owns nothing."""
-        return int(await self._retire([self.stream], [GROUP, self.consumer, *keep]))
+        return int(await shielded(self._retire([self.stream], [GROUP, self.consumer, *keep])))
 
     # -- dead letters ------------------------------------------------------------------
 
     async def dead_entries(self, count: int, after: bytes | None = None) -> tuple[Any, ...]:
         start = b"-" if after is None else b"(" + after
-        return tuple(await self.client.xrange(self.dead, start, b"+", count=count))
+        return tuple(await shielded(self.client.xrange(self.dead, start, b"+", count=count)))
 
     async def replay(self, entries: Sequence[bytes]) -> int:
-        return int(await self._replay([self.stream, self.dead, self.keys], list(entries)))
+        return int(await shielded(self._replay([self.stream, self.dead, self.keys], list(entries))))
 
     async def purge(self, entries: Sequence[bytes]) -> int:
-        return int(await self.client.xdel(self.dead, list(entries)))
+        return int(await shielded(self.client.xdel(self.dead, list(entries))))
 
     async def purge_all(self) -> int:
-        return int(await self._purge_all([self.dead], []))
+        return int(await shielded(self._purge_all([self.dead], [])))

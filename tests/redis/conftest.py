@@ -14,13 +14,14 @@ import uuid
 from typing import TYPE_CHECKING
 
 import pytest
+from tests.redis.helpers import PORT
 from tests.redis.resp import RedisServer, command
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path
 
-HOST, PORT = "127.0.0.1", 6379
+HOST = "127.0.0.1"
 
 
 def _reachable() -> str | None:

@@ -69,3 +69,11 @@ async def stuck_first(scope: Scope, stopping: StopToken, n: int) -> None:
     if scope.item.deliveries == 1:
         await anyio.sleep_forever()
     RAN.append((n, scope.item.deliveries, scope.attempt))
+
+
+@task(name="tests.redis.mark_slow_first")
+def mark_slow_first(
+    scope: Scope, stopping: StopToken, port: int, queue: str, n: int, seconds: float
+) -> None:
+    """`mark`, taking *seconds* on the first delivery only (its process is killed)."""
+    mark.func(scope, stopping, port, queue, n, seconds if scope.item.deliveries == 1 else 0.0)

@@ -7,30 +7,12 @@ from typing import Any
 import anyio
 import pytest
 from tests.redis import jobs
-from tests.redis.conftest import PORT
+from tests.redis.helpers import PORT, TASKS, pending, stream_length
 from tests.redis.resp import command
 
 from workpool import PoolClosedError, QueueFullError, RetryPolicy
 from workpool._seam import Settle
-from workpool._task import resolve_tasks
 from workpool.redis import RedisChannel
-
-TASKS = resolve_tasks([jobs])
-
-
-def stream_length(queue: str) -> int:
-    reply = command(PORT, "XLEN", f"workpool:{{{queue}}}:stream")
-    assert isinstance(reply, int)
-    return reply
-
-
-def pending(queue: str) -> int:
-    reply = command(PORT, "XPENDING", f"workpool:{{{queue}}}:stream", "workpool")
-    assert isinstance(reply, list)
-    count = reply[0]
-    assert isinstance(count, int)
-    return count
-
 
 # -- construction ----------------------------------------------------------------------
 

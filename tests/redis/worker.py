@@ -1,4 +1,5 @@
-"""A worker process for the Redis tests: ``python tests/redis/worker.py URL QUEUE LEASE N``.
+"""A worker process for the Redis tests:
+``python tests/redis/worker.py URL QUEUE LEASE CONSUMERS BACKEND``.
 
 Runs a pool with the tasks of `tests.redis.jobs` until SIGTERM or SIGINT; prints
 ``ready`` once it consumes.
@@ -32,5 +33,5 @@ async def main(url: str, queue: str, lease: float, consumers: int) -> None:
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    url, queue, lease, consumers = sys.argv[1:5]
-    anyio.run(main, url, queue, float(lease), int(consumers))
+    url, queue, lease, consumers, backend = sys.argv[1:6]
+    anyio.run(main, url, queue, float(lease), int(consumers), backend=backend)
