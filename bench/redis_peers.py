@@ -493,8 +493,8 @@ def write_chart(data: dict[str, Any]) -> None:
     rate_ax.set_xlabel("tasks per second (median; whiskers: slowest and fastest round)")
     rate_ax.set_title(f"{items:,} no-op tasks, {data['consumers']} consumers, one worker")
     rate_ax.grid(True, axis="x", alpha=0.3)
-    for y, rate in enumerate(rates):
-        rate_ax.text(rate, y, f" {rate:,.0f}", va="center", fontsize=8)
+    for y, (rate, (_, up)) in enumerate(zip(rates, spread, strict=True)):
+        rate_ax.text(rate + up, y, f"  {rate:,.0f}", va="center", fontsize=8)
     lat = data.get("latency") or {}
     if lat:
         labels = sorted(lat, key=lambda k: lat[k]["p50"])
@@ -523,7 +523,8 @@ def write_chart(data: dict[str, Any]) -> None:
     else:
         lat_ax.set_visible(False)
     fig.suptitle(
-        f"Redis Streams task queues (Redis {data['redis']}, {data['machine']['cores']} cores)"
+        f"Redis Streams task queues (Redis {data['redis']}, {data['machine']['cores']} cores, "
+        f"load average {data.get('load_before') or 0:.1f} to {data.get('load_after') or 0:.1f})"
     )
     fig.tight_layout()
     fig.savefig(CHART)
