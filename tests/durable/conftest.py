@@ -6,6 +6,7 @@ import sys
 from typing import TYPE_CHECKING
 
 import pytest
+
 from tests.durable.harness import Harness
 
 if TYPE_CHECKING:

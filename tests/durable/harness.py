@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 import anyio
-from tests.durable.tasks import RUNS_ENV, Run, read_runs
 
+from tests.durable.tasks import RUNS_ENV, Run, read_runs
 from workpool import SqliteChannel
 
 if TYPE_CHECKING:

@@ -15,13 +15,12 @@ from collections import Counter
 from typing import TYPE_CHECKING
 
 import pytest
-from tests.durable.tasks import block_first, exit_process, noop, slow
 
+from tests.durable.tasks import block_first, exit_process, noop, slow
 from workpool import task
 
 if TYPE_CHECKING:
     from tests.durable.harness import Harness
-
     from workpool import Scope, StopToken
 
 pytestmark = pytest.mark.anyio

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-from tests.durable import tasks
 
+from tests.durable import tasks
 from workpool import SqliteChannel, WorkerPool, run_until_signalled
 
 

@@ -6,10 +6,10 @@ from typing import TYPE_CHECKING
 
 import anyio
 import pytest
+
 from tests.helpers.accounting import assert_delivered_accounted
 from tests.redis import jobs
 from tests.redis.helpers import TASKS, pending, stream_length
-
 from workpool import WorkerPool
 from workpool.redis import RedisChannel
 

@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import pytest
 from tenacity import stop_after_attempt, wait_fixed
-from tests.helpers.accounting import assert_delivered_accounted
 
+from tests.helpers.accounting import assert_delivered_accounted
 from workpool import (
     ChannelUnavailableError,
     DeadLetter,
