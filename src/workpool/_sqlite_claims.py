@@ -1,14 +1,17 @@
 """The consumer side of the SQLite channel: claims, leases, settlements.
 
-Consumers that find nothing ready wait in `Claims.claim`; the first of them asks the
-store to claim as many due items as there are waiting consumers, no more, and the
-others wait for that claim to come back. The claim's result is taken on the event
-loop by `Claims._claimed` whoever asked, so that a consumer cancelled meanwhile loses
+Consumers that find nothing ready wait in `Claims.claim`, and each waiting consumer
+has one item asked for in the store: never more items claimed than consumers wait
+for (the claims of consumers that wait together share the store's next batch).
+When the store had nothing due, one waiting consumer polls (the next due time, a
+wake-up from this channel, or every `POLL` seconds for work stored by other
+processes) and the others wait for it. A claim's result is taken on the event loop
+by `Claims._claimed` whoever asked, so that a consumer cancelled meanwhile loses
 nothing: what was claimed is either handed out or handed back.
 
-Settlements are written in the store's next batch (`settle` is synchronous for the
-pool); `Claims.pending` counts those not committed yet, and `SqliteChannel.aclose`
-waits for them.
+Settlements go to an outbox that one request writes in the store's next batch
+(`settle` is synchronous for the pool); `Claims.pending` counts those not committed
+yet, and `SqliteChannel.aclose` waits for them.
 """
 
 from __future__ import annotations

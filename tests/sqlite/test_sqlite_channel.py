@@ -456,3 +456,22 @@ async def test_cancelled_claims_lose_nothing(make_channel: MakeChannel) -> None:
     assert [item.deliveries for item in got] == [1, 1, 1]
     for item in got[1:]:
         other.settle(item, Settle.DONE)
+
+
+async def test_queues_in_one_file_are_separate(make_channel: MakeChannel) -> None:
+    """Items, keys and dead letters belong to their queue."""
+    mail, billing = make_channel(queue="mail"), make_channel(queue="billing")
+    first = await mail.enqueue(add.bind(1), key="k")
+    second = await billing.enqueue(add.bind(2), key="k")
+    assert first.id != second.id
+    await billing.open(TASKS)
+    claimed = await claim(billing)
+    assert claimed.id == second.id
+    billing.settle(claimed, Settle.DEAD, reason="failed", error=ValueError("no"))
+    with anyio.fail_after(10):
+        await billing.join()
+    assert [letter.id for letter in await billing.dead_letters()] == [second.id]
+    assert await mail.dead_letters() == []
+    assert await mail.replay() == 0
+    await mail.open(TASKS)
+    mail.settle(await claim(mail), Settle.DONE)
