@@ -121,8 +121,9 @@ class RedisConsumer:
                     if not is_outage(exc):
                         raise
                     error = exc
-                    self._outage.failed(exc)
+                    self._outage.failed(exc, doing)
                     await anyio.sleep(next(waits))
+                    await self._store.ensure()  # the client's task again, if it ended
                 else:
                     self._outage.recovered()
                     return result
@@ -207,7 +208,8 @@ class RedisConsumer:
             except Exception as again:
                 exc = again
         if is_outage(exc):
-            self._outage.failed(exc)
+            logger.debug("Redis error while %s: %s: %s", doing, type(exc).__name__, exc)
+            self._outage.failed(exc, doing)
         else:
             logger.error("%s on Redis queue %r failed", doing, self._store.queue, exc_info=exc)
         await anyio.sleep(next(waits))

@@ -194,12 +194,13 @@ class Outage:
     def active(self) -> bool:
         return self._since is not None
 
-    def failed(self, exc: BaseException) -> None:
+    def failed(self, exc: BaseException, doing: str) -> None:
         if self._since is None:
             self._since = time.monotonic()
             logger.warning(
-                "Redis unreachable (%s): %s: %s; retrying with backoff",
+                "Redis unreachable (%s) while %s: %s: %s; retrying with backoff",
                 self.where,
+                doing,
                 type(exc).__name__,
                 exc,
             )
