@@ -63,10 +63,15 @@ class SqliteChannel:
         outage_timeout: how long ``enqueue`` keeps trying a store it cannot write
             before `ChannelUnavailableError`.
         max_message_bytes: the largest JSON payload ``enqueue`` accepts.
+        prefetch: items claimed ahead of the waiting consumers and kept in a local
+            buffer (their leases renewed, handed out FIFO, handed back at once when
+            the channel closes); ``None``: 32; ``0``: claim only for waiting
+            consumers (fairer for long tasks shared by several processes).
 
     Raises:
         ValueError: a drop ``full_mode``, ``lease <= 0``, ``max_deliveries < 1``, an
-            unknown ``synchronous``, a missing directory.
+            unknown ``synchronous``, a missing directory, a ``prefetch`` that is not
+            an int of 0 or more.
         RuntimeError: SQLite older than 3.35.
     """
 
@@ -84,6 +89,7 @@ class SqliteChannel:
         synchronous: str = "normal",
         outage_timeout: float = 10.0,
         max_message_bytes: int = 1_048_576,
+        prefetch: int | None = None,
     ) -> None:
         sql.check_sqlite_version()
         options = self._options = ChannelOptions(
@@ -96,6 +102,7 @@ class SqliteChannel:
             synchronous,
             outage_timeout,
             max_message_bytes,
+            prefetch,
         )
         self.max_local_backoff = options.lease / 2
         self._owner = str(new_uuid4())
@@ -133,6 +140,11 @@ class SqliteChannel:
     def max_deliveries(self) -> int:
         """Deliveries without an outcome before an item is dead-lettered."""
         return self._options.max_deliveries
+
+    @property
+    def prefetch(self) -> int:
+        """Items claimed ahead of the waiting consumers, at most."""
+        return self._options.prefetch
 
     @property
     def capacity(self) -> int | None:
@@ -335,7 +347,7 @@ class SqliteChannel:
 
     async def claim(self) -> WorkItem:
         """Claim the next due item, waiting for one; FIFO among due items. Claims are
-        made for the consumers waiting, no more.
+        made for the consumers waiting plus up to ``prefetch`` items ahead.
 
         Raises:
             PoolClosedError: the channel is closed.

@@ -1,9 +1,13 @@
 """The consumer side of the SQLite channel: claims, leases, settlements.
 
 Consumers that find nothing ready wait in `Claims.claim`, and each waiting consumer
-has one item asked for in the store: never more items claimed than consumers wait
-for (the claims of consumers that wait together share the store's next batch).
-When the store had nothing due, one waiting consumer polls (the next due time, a
+has one item asked for in the store, plus up to ``prefetch`` items ahead for the
+channel (the claims of consumers that wait together share the store's next batch).
+What is claimed ahead waits in ``ready`` (FIFO), its leases renewed by `run` like
+those of running items; handing an item out tops the buffer up again once it is
+half empty, so that while the queue is deep a round trip to the store brings many
+items, not one per waiting consumer. `close` hands the buffer back at once
+(``unclaim``: neither a delivery nor a strike). When the store had nothing due, one waiting consumer polls (the next due time, a
 wake-up from this channel, or every `POLL` seconds for work stored by other
 processes) and the others wait for it. A claim's result is taken on the event loop
 by `Claims._claimed` whoever asked, so that a consumer cancelled meanwhile loses
@@ -65,6 +69,7 @@ class Claims:
         self._store = store
         self._lease = options.lease
         self._max_deliveries = options.max_deliveries
+        self._prefetch = options.prefetch
         self._label = label
         self.tasks: Mapping[str, Any] = {}
         self.post: Callable[[Callable[[], object]], object] | None = None
@@ -94,7 +99,9 @@ class Claims:
             raise PoolClosedError(_CLOSED)
         if not self.ready:
             raise anyio.WouldBlock
-        return self.ready.popleft()
+        item = self.ready.popleft()
+        self._refill()
+        return item
 
     async def claim(self) -> WorkItem:
         """The next due item, claimed for this consumer; waits for one.
@@ -110,11 +117,13 @@ class Claims:
             if self.closed:
                 raise PoolClosedError(_CLOSED)
             if self.ready:
-                return self.ready.popleft()
+                item = self.ready.popleft()
+                self._refill()
+                return item
             self._waiting += 1
             try:
                 if self._maybe_due:
-                    wanted = self._waiting - self._asked
+                    wanted = self._waiting + self._prefetch - self._asked
                     if wanted > 0:
                         self._ask(wanted)
                     await self._arrival().wait()
@@ -129,6 +138,17 @@ class Claims:
                         self._arrive()
             finally:
                 self._waiting -= 1
+
+    def _refill(self) -> None:
+        """An item was handed out: while items may be due, claim ahead again once the
+        buffer and the claims in flight hold half of what they may, or less."""
+        prefetch = self._prefetch
+        if not prefetch or not self._maybe_due or self.closed:
+            return
+        have = len(self.ready) + self._asked
+        target = prefetch + self._waiting
+        if have * 2 <= target:
+            self._ask(target - have)
 
     def _arrival(self) -> anyio.Event:
         arrived = self._arrived

@@ -21,9 +21,11 @@ if TYPE_CHECKING:
     from ._sqlite_sql import Claimed
     from ._stop import StopToken
 
-__all__ = ["ChannelOptions", "check_delay", "check_key", "restore_item"]
+__all__ = ["PREFETCH", "ChannelOptions", "check_delay", "check_key", "restore_item"]
 
 SYNCHRONOUS: Final = ("off", "normal", "full", "extra")
+#: Items a channel claims ahead of its waiting consumers by default (``prefetch=None``).
+PREFETCH: Final = 32
 
 
 class ChannelOptions:
@@ -37,6 +39,7 @@ class ChannelOptions:
         "max_message_bytes",
         "outage_timeout",
         "path",
+        "prefetch",
         "queue",
         "synchronous",
     )
@@ -52,6 +55,7 @@ class ChannelOptions:
         synchronous: str,
         outage_timeout: float,
         max_message_bytes: int,
+        prefetch: int | None = None,
     ) -> None:
         if not isinstance(path, str | os.PathLike):
             raise TypeError(f"path must be a str or a path, got {path!r}")
@@ -88,6 +92,14 @@ class ChannelOptions:
         self.synchronous = synchronous.lower()
         self.outage_timeout = check_seconds(outage_timeout, "outage_timeout")
         self.max_message_bytes = check_count(max_message_bytes, "max_message_bytes")
+        if prefetch is None:
+            prefetch = PREFETCH
+        elif isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 0:
+            raise ValueError(
+                f"prefetch must be an int of 0 or more (0: claim only for waiting consumers) "
+                f"or None (the default, {PREFETCH}), got {prefetch!r}"
+            )
+        self.prefetch = prefetch
 
 
 def check_delay(delay: float | None) -> float:
