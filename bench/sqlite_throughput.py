@@ -17,6 +17,8 @@ temporary directory (WAL, the ``synchronous`` setting of the case).
   a slow commit does not delay the next one); latency from just before the
   ``enqueue`` call to the first line of the task; p50/p99 over every round.
 - **synchronous=full**: the channel and the ceiling again with ``synchronous=full``.
+- **prefetch=0**: the channel (first backend) claiming only for its waiting
+  consumers, as before ``prefetch=`` existed (``--no-prefetch-case`` skips it).
 
     .venv/bin/python bench/sqlite_throughput.py --rounds 5 --write
 """
@@ -124,11 +126,11 @@ def raw_round(path: Path, synchronous: str, items: int) -> tuple[float, float]:
 
 
 async def channel_round(
-    path: Path, synchronous: str, items: int, producers: int
+    path: Path, synchronous: str, items: int, producers: int, prefetch: int | None = None
 ) -> tuple[float, float]:
     """Seconds (wall, process CPU: every thread) from the first enqueue to the pool's
     shutdown, *items* no-op tasks."""
-    channel = SqliteChannel(str(path), synchronous=synchronous)
+    channel = SqliteChannel(str(path), synchronous=synchronous, prefetch=prefetch)
     pool = WorkerPool(channel=channel, tasks=[noop], consumers=CONSUMERS)
     call = noop.bind()
     share, extra = divmod(items, producers)
@@ -188,6 +190,11 @@ def main() -> None:
     parser.add_argument("--latency-items", type=int, default=2000)
     parser.add_argument("--backends", default="asyncio,trio")
     parser.add_argument("--no-full", action="store_true", help="skip synchronous=full")
+    parser.add_argument(
+        "--no-prefetch-case",
+        action="store_true",
+        help="skip the channel with prefetch=0 (claims for the waiting consumers only)",
+    )
     parser.add_argument("--write", action="store_true", help=f"write {RESULTS.name}")
     args = parser.parse_args()
     backends = args.backends.split(",")
@@ -202,6 +209,12 @@ def main() -> None:
             cases[f"SqliteChannel {backend}, synchronous={mode}"] = (
                 lambda path, mode=mode, backend=backend: anyio.run(
                     channel_round, path, mode, args.items, args.producers, backend=backend
+                )
+            )
+        if mode == "normal" and not args.no_prefetch_case:
+            cases[f"SqliteChannel {backends[0]} prefetch=0, synchronous={mode}"] = (
+                lambda path, mode=mode: anyio.run(
+                    channel_round, path, mode, args.items, args.producers, 0, backend=backends[0]
                 )
             )
     samples: dict[str, list[tuple[float, float]]] = {label: [] for label in cases}
