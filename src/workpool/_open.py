@@ -38,6 +38,16 @@ def _count(name: str, value: object) -> int:
     return value
 
 
+def _zero_or_more(name: str, value: object) -> int:
+    if isinstance(value, str):
+        if not value.strip().isdigit():
+            raise ValueError(f"{name} must be a whole number of at least 0, got {value!r}")
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name} must be a whole number of at least 0, got {value!r}")
+    return value
+
+
 def _seconds(name: str, value: object) -> float:
     number = value
     if isinstance(value, str):
@@ -89,7 +99,7 @@ _DURABLE: Final[dict[str, Check]] = {
 #: The options each scheme takes (in the query string or as keywords), with their checks.
 OPTIONS: Final[Mapping[str, Mapping[str, Check]]] = {
     "memory": {"capacity": _count, "full_mode": _full_mode, "enqueue_timeout": _seconds},
-    "sqlite": {**_DURABLE, "synchronous": _synchronous},
+    "sqlite": {**_DURABLE, "synchronous": _synchronous, "prefetch": _zero_or_more},
     "redis": _DURABLE,
 }
 # Connection parameters the Redis client reads from the URL itself: left in it.

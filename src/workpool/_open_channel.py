@@ -30,7 +30,7 @@ def open_channel(url: str, **options: Any) -> Channel:
     Memory takes ``capacity``, ``full_mode`` and ``enqueue_timeout``; SQLite and Redis
     take ``queue``, ``capacity``, ``full_mode`` (``wait`` or ``reject``), ``lease``,
     ``max_deliveries``, ``outage_timeout`` and ``max_message_bytes``, SQLite also
-    ``synchronous``. A Redis URL keeps the client's own parameters (``db``,
+    ``synchronous`` and ``prefetch``. A Redis URL keeps the client's own parameters (``db``,
     ``ssl_cert_reqs``...). Nothing is connected until the channel is used.
 
     Raises:

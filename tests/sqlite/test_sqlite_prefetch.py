@@ -9,7 +9,7 @@ import anyio
 import pytest
 
 from tests.helpers.accounting import assert_delivered_accounted
-from workpool import Scope, SqliteChannel, StopToken, WorkerPool, task
+from workpool import Scope, SqliteChannel, StopToken, WorkerPool, open_channel, task
 from workpool._seam import Settle
 
 if TYPE_CHECKING:
@@ -178,3 +178,13 @@ async def test_two_prefetching_pools_share_the_work(make_channel: MakeChannel) -
     assert first.stats().succeeded + second.stats().succeeded == 200
     assert_delivered_accounted(first)
     assert_delivered_accounted(second)
+
+
+def test_prefetch_in_a_channel_url(db: Path) -> None:
+    channel = open_channel(f"sqlite:///{db}?prefetch=0")
+    assert isinstance(channel, SqliteChannel)
+    assert channel.prefetch == 0
+    assert open_channel(f"sqlite:///{db}", prefetch=7).prefetch == 7  # type: ignore[attr-defined]
+    for bad in ("-1", "x", "1.5"):
+        with pytest.raises(ValueError, match="prefetch must be a whole number"):
+            open_channel(f"sqlite:///{db}?prefetch={bad}")
