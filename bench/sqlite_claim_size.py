@@ -35,9 +35,9 @@ _batches = Counter[str]()
 _size = [0]
 
 
-def claim_at_least(batch: sql.Batch, count: int, lease: float) -> list[sql.Claimed]:
-    """The channel's claim, asking for at least the size under test."""
-    return _claim(batch, max(count, _size[0]), lease)
+def claim_at_least(batch: sql.Batch, count: int, ahead: int, lease: float) -> list[sql.Claimed]:
+    """The channel's claim (``prefetch=0``), asking for at least the size under test."""
+    return _claim(batch, max(count, _size[0]), ahead, lease)
 
 
 def counting_execute(self: Any, *args: Any, **kwargs: Any) -> Any:
@@ -74,6 +74,7 @@ def main() -> None:
                     "normal",
                     args.items,
                     args.producers,
+                    0,  # prefetch=0: the claims this script widens
                     backend=args.backend,
                 )
             samples[size].append((wall, cpu, _batches["batches"]))

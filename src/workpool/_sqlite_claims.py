@@ -123,9 +123,10 @@ class Claims:
             self._waiting += 1
             try:
                 if self._maybe_due:
-                    wanted = self._waiting + self._prefetch - self._asked
-                    if wanted > 0:
-                        self._ask(wanted)
+                    wanted = self._waiting - self._asked
+                    ahead = self._prefetch + min(wanted, 0)
+                    if wanted > 0 or ahead > 0:
+                        self._ask(max(wanted, 0), ahead)
                     await self._arrival().wait()
                 elif self._polling:
                     await self._arrival().wait()
@@ -148,7 +149,7 @@ class Claims:
         have = len(self.ready) + self._asked
         target = prefetch + self._waiting
         if have * 2 <= target:
-            self._ask(target - have)
+            self._ask(0, target - have)
 
     def _arrival(self) -> anyio.Event:
         arrived = self._arrived
@@ -161,18 +162,18 @@ class Claims:
         if arrived is not None:
             arrived.set()
 
-    def _ask(self, count: int) -> None:
-        """Claim *count* due items in the store's next batch."""
+    def _ask(self, count: int, ahead: int = 0) -> None:
+        """Claim *count* due items for the waiting consumers, and up to *ahead* more
+        for the buffer, in the store's next batch."""
         if self.post is None:
             self.post = loop_poster()
-        request = Request(
-            sql.claim,
-            (count, self._lease),
-            after=self._restore_all,
-            notify=self._claimed,
-            post=self.post,
-        )
-        self._asked += count
+        op: Callable[..., Any]
+        if self._prefetch:
+            op, args = sql.claim_ahead, (count, ahead, self._lease)
+        else:
+            op, args = sql.claim, (count, 0, self._lease)
+        request = Request(op, args, after=self._restore_all, notify=self._claimed, post=self.post)
+        self._asked += count + ahead
         self._claims.add(request)
         self._store.submit(request)
 
@@ -189,14 +190,17 @@ class Claims:
         with anyio.move_on_after(POLL if next_due is None else min(POLL, next_due - now)):
             await self._wakeup.wait()
 
-    def _restore_all(self, rows: list[sql.Claimed]) -> list[WorkItem]:
+    def _restore_all(
+        self, result: list[sql.Claimed] | tuple[list[sql.Claimed], bool]
+    ) -> tuple[list[WorkItem], bool]:
         # In the store's thread, after the commit: decoding stays off the event loop.
+        rows, stopped = result if isinstance(result, tuple) else (result, False)
         tasks, limit = self.tasks, self._max_deliveries
-        return [restore_item(row, tasks, limit) for row in rows]
+        return [restore_item(row, tasks, limit) for row in rows], stopped
 
     def _claimed(self, request: Request) -> None:
         """A claim's result, on the event loop (even if the consumer that asked left)."""
-        asked = request.args[0]
+        asked = request.args[0] + request.args[1]
         self._asked -= asked
         self._claims.discard(request)
         if not self._claims:
@@ -209,8 +213,9 @@ class Claims:
                 logger.error("claiming from %s failed: %r", self._label, request.error)
             self._maybe_due = False
             return
-        items: list[WorkItem] = request.result
-        if len(items) < asked:
+        items: list[WorkItem]
+        items, stopped = request.result
+        if len(items) < asked and not stopped:
             self._maybe_due = False
         held = self.held
         for item in items:

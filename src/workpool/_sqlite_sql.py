@@ -95,6 +95,17 @@ _CLAIM: Final = (
     "RETURNING seq, id, name, payload, key, timeout, attempts, deliveries, strikes, "
     "parent_session_id, enqueued_at"
 )
+# Claiming ahead: the due messages in claim order, with their strikes.
+_DUE: Final = (
+    "SELECT seq, strikes FROM workpool_messages WHERE queue = ? AND available_at <= ? "
+    "ORDER BY available_at, seq LIMIT ?"
+)
+_CLAIM_SEQS: Final = (
+    "UPDATE workpool_messages SET available_at = ?, claimed_by = ?, "
+    "deliveries = deliveries + 1, strikes = strikes + 1 WHERE seq IN ({}) "
+    "RETURNING seq, id, name, payload, key, timeout, attempts, deliveries, strikes, "
+    "parent_session_id, enqueued_at"
+)
 _MINE: Final = "id = ? AND claimed_by = ? AND deliveries = ?"
 _ACK: Final = f"DELETE FROM workpool_messages WHERE {_MINE}"
 _TO_DEAD: Final = (
@@ -217,14 +228,41 @@ class Claimed:
     enqueued_at: float
 
 
-def claim(batch: Batch, count: int, lease: float) -> list[Claimed]:
-    """Claim up to *count* due messages with a lease of *lease* seconds, FIFO."""
+def claim(batch: Batch, count: int, ahead: int, lease: float) -> list[Claimed]:
+    """Claim up to *count* due messages with a lease of *lease* seconds, FIFO (*ahead*:
+    always 0, the signature of `claim_ahead`)."""
     now = batch.now
     rows = batch.conn.execute(
         _CLAIM, (now + lease, batch.owner, batch.queue, now, count)
     ).fetchall()
     rows.sort()  # RETURNING gives no order: by arrival
     return [Claimed(*row) for row in rows]
+
+
+def claim_ahead(batch: Batch, count: int, ahead: int, lease: float) -> tuple[list[Claimed], bool]:
+    """Claim *count* due messages for waiting consumers and up to *ahead* more, FIFO;
+    the ones ahead stop before the first message delivered already without an
+    outcome (its process died: it may be what killed it), so that a buffer never
+    takes strikes for such a message's neighbours more than once. Return the claimed
+    messages and whether that stop cut the claim short."""
+    now = batch.now
+    conn = batch.conn
+    due = conn.execute(_DUE, (batch.queue, now, count + ahead)).fetchall()
+    chosen = [seq for seq, _ in due[:count]]
+    stopped = False
+    for seq, strikes in due[count:]:
+        if strikes:
+            stopped = True
+            break
+        chosen.append(seq)
+    rows: list[Any] = []
+    for start in range(0, len(chosen), 500):  # within SQLite's bound on parameters
+        part = chosen[start : start + 500]
+        rows += conn.execute(
+            _CLAIM_SEQS.format(", ".join("?" * len(part))), (now + lease, batch.owner, *part)
+        ).fetchall()
+    rows.sort()  # RETURNING gives no order: by arrival
+    return [Claimed(*row) for row in rows], stopped
 
 
 def next_due(batch: Batch) -> float | None:

@@ -46,11 +46,14 @@ TASKS = [collect, fail, block]
 BY_NAME = {t.name: t for t in TASKS}
 
 
-def claimed_rows(db: Path) -> list[tuple[int, int]]:
-    """``(deliveries, strikes)`` of the messages claimed in the file now."""
+def claimed_rows(db: Path, by: SqliteChannel | None = None) -> list[tuple[int, int]]:
+    """``(deliveries, strikes)`` of the messages claimed in the file now (*by*: by
+    that channel)."""
     with sqlite3.connect(db) as conn:
         return conn.execute(
             "SELECT deliveries, strikes FROM workpool_messages WHERE claimed_by IS NOT NULL"
+            " AND claimed_by = coalesce(?, claimed_by)",
+            (None if by is None else by._owner,),
         ).fetchall()
 
 
@@ -188,3 +191,40 @@ def test_prefetch_in_a_channel_url(db: Path) -> None:
     for bad in ("-1", "x", "1.5"):
         with pytest.raises(ValueError, match="prefetch must be a whole number"):
             open_channel(f"sqlite:///{db}?prefetch={bad}")
+
+
+@pytest.mark.anyio
+async def test_items_of_a_dead_process_are_not_claimed_ahead(
+    make_channel: MakeChannel, db: Path
+) -> None:
+    """A process that died with a buffer: its items come back after the lease with
+    a strike, and are then claimed only for waiting consumers (one may be what killed
+    the process), so that the neighbours of such an item never pile up strikes in a
+    buffer; fresh items after them are claimed ahead again."""
+    producer = make_channel()
+    ids = [(await producer.enqueue(collect.bind("dead", n))).id for n in range(5)]
+    dead = make_channel(prefetch=4, lease=0.3)
+    await dead.open(BY_NAME)
+    with anyio.fail_after(10):
+        first = await dead.claim()  # five claimed: one "running", four buffered
+    assert first.id == ids[0]
+    assert len(claimed_rows(db)) == 5
+    dead._claims.closed = True  # the process "dies": no renewal, no hand-back
+    dead._claims.ready.clear()
+    dead._claims.held.clear()
+    await anyio.sleep(0.5)  # the lease runs out
+    ids += [(await producer.enqueue(collect.bind("dead", n))).id for n in range(5, 12)]
+    alive = make_channel(prefetch=4)
+    await alive.open(BY_NAME)
+    got = []
+    with anyio.fail_after(10):
+        got.append(await alive.claim())
+        # One for the waiting consumer, none ahead: the next one has a strike too.
+        assert claimed_rows(db, by=alive) == [(2, 2)]
+        for _ in range(11):
+            got.append(await alive.claim())
+            alive.settle(got[-1], Settle.DONE)
+        alive.settle(got[0], Settle.DONE)
+        await alive.join()
+    assert [item.id for item in got] == ids
+    assert [item.deliveries for item in got] == [2] * 5 + [1] * 7
