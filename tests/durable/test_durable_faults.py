@@ -62,7 +62,11 @@ async def test_kill_9_mid_item_runs_it_again_after_a_restart(harness: Harness) -
     assert not await harness.dead_letters()
     report = await second.stop()
     assert report["exit"] == 0
-    assert report["stats"]["redelivered"] == 1
+    # The killed worker may have claimed the items behind ahead (prefetch): those come
+    # back after its lease too, with deliveries 2; each runs once.
+    behind_runs = [harness.starts(item.id) for item in behind]
+    assert [len(r) for r in behind_runs] == [1] * 5
+    assert report["stats"]["redelivered"] == 1 + sum(r[0].deliveries == 2 for r in behind_runs)
     assert harness.left_in_store() == 0
 
 
