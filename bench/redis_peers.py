@@ -114,6 +114,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         impls = [impl for impl in impls if impl.peer or impl.label.startswith(CEILING)]
     data: dict[str, Any] = {
         "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "commit": _git_commit(),
         "redis": redis_version(),
         "load_before": load_average(),
         "items": args.items,
@@ -183,7 +184,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         }
     data["load_after"] = load_average()
     data["uptime"] = _uptime()
-    data["commit"] = _git_commit()
     data["versions"] = {name: _version(name) for name in LIBRARIES}
     data["machine"] = {
         "cpu": _cpu_model(),
@@ -191,6 +191,26 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "python": platform.python_version(),
         "os": platform.platform(),
     }
+    return data
+
+
+def merge(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Several runs as one: their rounds together; the latency of the last run that
+    measured it; the load before the first and after the last."""
+    data = dict(runs[0])
+    data["runs"] = len(runs)
+    for key in ("throughput", "cpu"):
+        data[key] = {label: [] for label in data.get(key, {})}
+        for run in runs:
+            for label, values in run.get(key, {}).items():
+                data[key].setdefault(label, []).extend(values)
+    for run in runs[1:]:
+        data["rows"] = {**data["rows"], **run["rows"]}
+        if run.get("latency"):
+            data["latency"] = run["latency"]
+    data["load_after"], data["uptime"] = runs[-1]["load_after"], runs[-1]["uptime"]
+    if len(runs) > 1:
+        data["load_between"] = [run["load_after"] for run in runs[:-1]]
     return data
 
 
@@ -278,9 +298,8 @@ def section(data: dict[str, Any]) -> list[str]:
     rounds = max((len(t) for t in data["throughput"].values()), default=0)
     versions = ", ".join(f"{k} {v}" for k, v in data["versions"].items())
     machine = data["machine"]
-    load = ", ".join(
-        f"{data[k]:.2f}" for k in ("load_before", "load_after") if data.get(k) is not None
-    )
+    loads = [data.get("load_before"), *data.get("load_between", []), data.get("load_after")]
+    load = ", ".join(f"{value:.2f}" for value in loads if value is not None)
     lines = [
         HEADING,
         "",
@@ -292,7 +311,9 @@ def section(data: dict[str, Any]) -> list[str]:
         f"{data['producers']} producer tasks enqueue one task at a time each, except the "
         "rows marked *bulk* (one pipelined call for the round). Each round runs on a "
         "fresh queue in its own event loop, the rows taking turns; "
-        f"medians of {rounds} rounds after one warm-up round each. Nobody keeps results. "
+        f"medians of {rounds} rounds"
+        + (f" ({data['runs']} runs)" if data.get("runs", 1) > 1 else "")
+        + " after one warm-up round each. Nobody keeps results. "
         "The ceiling is a raw coredis loop: pipelined `XADD` (100 at a time), one "
         "consumer doing `XREADGROUP COUNT 100` and `XACK`+`XDEL` per batch in a "
         "transaction. *CPU per task* is this process's CPU time (producer and worker; "
@@ -304,7 +325,7 @@ def section(data: dict[str, Any]) -> list[str]:
         f"- CPU: {machine['cpu']}, {machine['cores']} cores (shared with the Redis "
         f"server); Python {machine['python']}; {machine['os']}",
         f"- libraries: {versions}",
-        f"- load average (1 min) before and after the run: {load} (`uptime` after: "
+        f"- load average (1 min) before, (between runs,) and after: {load} (`uptime` after: "
         f"{data['uptime']})",
         "",
     ]
@@ -354,8 +375,6 @@ def section(data: dict[str, Any]) -> list[str]:
         body = []
         for label, lat in sorted(data["latency"].items(), key=lambda kv: kv[1]["p50"]):
             name = f"**{label}**" if label.startswith(WORKPOOL) else label
-            rate = items / med[label] if label in med else None
-            keeps_up = "n/a" if rate is None else ("yes" if rate > data["latency_rate"] else "no")
             body.append(
                 [
                     name,
@@ -363,25 +382,9 @@ def section(data: dict[str, Any]) -> list[str]:
                     fmt_time(lat["p99"]),
                     fmt_time(lat["max"]),
                     str(lat["n"]),
-                    keeps_up,
                 ]
             )
-        lines += _table(
-            [
-                "implementation",
-                "p50",
-                "p99",
-                "max",
-                "tasks",
-                f"throughput above {data['latency_rate']:g}/s in this run",
-            ],
-            body,
-        )
-        lines += [
-            "A row whose throughput above stays under the rate cannot keep up here: a "
-            "backlog builds through the round and its latency measures the backlog.",
-            "",
-        ]
+        lines += _table(["implementation", "p50", "p99", "max", "tasks"], body)
     if CHART.exists():
         lines += [f"![Redis throughput and latency]({CHART.name})", ""]
     return lines
@@ -490,8 +493,8 @@ def write_chart(data: dict[str, Any]) -> None:
     rate_ax.set_xlabel("tasks per second (median; whiskers: slowest and fastest round)")
     rate_ax.set_title(f"{items:,} no-op tasks, {data['consumers']} consumers, one worker")
     rate_ax.grid(True, axis="x", alpha=0.3)
-    for y, rate in enumerate(rates):
-        rate_ax.text(rate, y, f" {rate:,.0f}", va="center", fontsize=8)
+    for y, (rate, (_, up)) in enumerate(zip(rates, spread, strict=True)):
+        rate_ax.text(rate + up, y, f"  {rate:,.0f}", va="center", fontsize=8)
     lat = data.get("latency") or {}
     if lat:
         labels = sorted(lat, key=lambda k: lat[k]["p50"])
@@ -520,7 +523,8 @@ def write_chart(data: dict[str, Any]) -> None:
     else:
         lat_ax.set_visible(False)
     fig.suptitle(
-        f"Redis Streams task queues (Redis {data['redis']}, {data['machine']['cores']} cores)"
+        f"Redis Streams task queues (Redis {data['redis']}, {data['machine']['cores']} cores, "
+        f"load average {data.get('load_before') or 0:.1f} to {data.get('load_after') or 0:.1f})"
     )
     fig.tight_layout()
     fig.savefig(CHART)
@@ -542,12 +546,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds a round may take")
     parser.add_argument("--only", action="append", help="rows whose label holds this")
     parser.add_argument("--json", type=Path, help="keep the raw figures here")
-    parser.add_argument("--from-json", type=Path, help="write the report from these figures")
+    parser.add_argument(
+        "--from-json",
+        type=Path,
+        action="append",
+        help="write the report from these figures (repeat: the runs' rounds together)",
+    )
     parser.add_argument("--no-write", action="store_true", help="print, write no report")
     args = parser.parse_args(argv)
 
-    if args.from_json is not None:
-        data = json.loads(args.from_json.read_text())
+    if args.from_json:
+        data = merge([json.loads(path.read_text()) for path in args.from_json])
     else:
         started = time.perf_counter()
         data = run(args)

@@ -252,9 +252,6 @@ class WorkerPool:
             PoolClosedError: shutdown has begun.
             QueueFullError: the channel is full and its mode says not to wait.
         """
-        if retry is None and timeout is None and name is None and delay is None and key is None:
-            # Keyword arguments cost a Python call about 150 ns: leave them out when unset.
-            return await self._worker.enqueue(work, parent_session)
         if delay is None and key is None:
             return await self._worker.enqueue(
                 work, parent_session, retry=retry, timeout=timeout, name=name

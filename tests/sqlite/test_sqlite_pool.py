@@ -215,11 +215,11 @@ async def test_short_backoff_sleeps_in_the_consumer(make_channel: MakeChannel) -
 
 async def test_task_longer_than_the_lease_runs_once(make_channel: MakeChannel) -> None:
     """The lease is renewed while an item runs: two pools, a task of 3 leases, one run."""
-    first, second = make_channel(lease=0.5), make_channel(lease=0.5)
+    first, second = make_channel(lease=1.0), make_channel(lease=1.0)
     with anyio.fail_after(30):
         one, two = WorkerPool(channel=first, tasks=TASKS), WorkerPool(channel=second, tasks=TASKS)
         async with one, two:
-            await one.enqueue(slow.bind("long", 1.5))
+            await one.enqueue(slow.bind("long", 3.0))
             await one.join()
     assert runs["long"] == [1]
     assert one.stats().redelivered + two.stats().redelivered == 0
