@@ -28,11 +28,10 @@ from ._checks import check_count, check_seconds, check_timeout
 from ._exceptions import PoolClosedError, QueueFullError
 from ._full import FullMode
 from ._item import WorkItem, new_uuid4
-from ._open import mask_url
 from ._redis_adder import Adder
 from ._redis_consumer import RedisConsumer
 from ._redis_message import Outage, backoff, dead_letter_from, milliseconds
-from ._redis_store import RedisStore
+from ._redis_store import RedisStore, mask_url
 from ._task import TaskCall, encode_call
 
 if TYPE_CHECKING:
@@ -139,7 +138,8 @@ class RedisChannel:
         for name, value in query:
             if name == "queue":
                 options.setdefault("queue", value)
-        return cls(urlunsplit(parts._replace(query=urlencode(rest))), **options)
+        bare = urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(rest), parts.fragment))
+        return cls(bare, **options)
 
     @property
     def url(self) -> str:
