@@ -33,6 +33,7 @@ from ._redis_consumer import RedisConsumer
 from ._redis_message import Outage, backoff, dead_letter_from, milliseconds
 from ._redis_store import RedisStore, mask_url
 from ._task import TaskCall, encode_call
+from ._urls import mask_url
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Collection, Mapping, Sequence

@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import pytest
+
 from tests.redis import jobs
 from tests.redis.helpers import PORT, TASKS, pending, stream_length
 from tests.redis.resp import command
-
 from workpool import ChannelUnavailableError, PoolClosedError, QueueFullError, RetryPolicy
 from workpool._seam import Settle
 from workpool.redis import RedisChannel

@@ -7,11 +7,11 @@ from typing import TYPE_CHECKING
 
 import anyio
 import pytest
+
 from tests.helpers.accounting import assert_delivered_accounted
 from tests.redis import jobs
 from tests.redis.helpers import PORT, TASKS, pending, stream_length
 from tests.redis.resp import command
-
 from workpool import WorkerPool
 from workpool.redis import RedisChannel
 
