@@ -31,7 +31,7 @@ from ._item import WorkItem, new_uuid4
 from ._redis_adder import Adder
 from ._redis_consumer import RedisConsumer
 from ._redis_message import Outage, backoff, dead_letter_from, milliseconds
-from ._redis_store import RedisStore
+from ._redis_store import RedisStore, mask_url
 from ._task import TaskCall, encode_call
 from ._urls import mask_url
 
@@ -139,7 +139,8 @@ class RedisChannel:
         for name, value in query:
             if name == "queue":
                 options.setdefault("queue", value)
-        return cls(urlunsplit(parts._replace(query=urlencode(rest))), **options)
+        bare = urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(rest), parts.fragment))
+        return cls(bare, **options)
 
     @property
     def url(self) -> str:
