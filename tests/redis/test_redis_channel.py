@@ -49,6 +49,8 @@ def test_the_password_never_shows() -> None:
     assert "hunter2" not in repr(channel)
     assert "hunter2" not in channel.url
     assert channel.url == "rediss://app:***@redis.internal:6380/2"
+    bare = RedisChannel("redis://hunter2@redis.internal/0?password=hunter3&db=1")
+    assert bare.url == "redis://***@redis.internal/0?password=***&db=1"
 
 
 def test_from_url_takes_the_queue_from_the_query() -> None:
