@@ -63,8 +63,13 @@ async def one_run(
     no-ops with *options*, run them and shut down."""
     started = time.perf_counter()
     cpu_started = time.thread_time()
+    # No watchdog thread: its cost is per second, not per item, and it would make
+    # instruction counts depend on the wall time.
     async with workpool.WorkerPool(
-        consumers=consumers, capacity=capacity, task_timeout=task_timeout
+        consumers=consumers,
+        capacity=capacity,
+        task_timeout=task_timeout,
+        blocked_loop_threshold=None,
     ) as pool:
         enqueue = pool.enqueue
         if options:
