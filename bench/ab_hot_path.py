@@ -4,7 +4,8 @@ The package at ``--before`` (default ccc5fe6, main before the redesign) is taken
 with ``git archive`` into a temporary directory and imported as ``workpool_before``;
 ``workpool`` is this tree. Both run the same no-op workload in the same process,
 alternating within each round, on asyncio and trio; the figures are medians of
-the per-item time over the rounds, in microseconds.
+the per-item time over the rounds, in microseconds, and the median of each round's
+own after/before ratio ("paired").
 
     .venv/bin/python bench/ab_hot_path.py --rounds 15
 """
@@ -111,10 +112,16 @@ def main() -> None:
     )
     for backend in ("asyncio", "trio"):
         for index, what in ((1, "cpu "), (0, "wall")):
-            b = statistics.median(s[index] for s in samples[backend, "before"]) * 1e6
-            a = statistics.median(s[index] for s in samples[backend, "after"]) * 1e6
+            before_runs, after_runs = samples[backend, "before"], samples[backend, "after"]
+            b = statistics.median(s[index] for s in before_runs) * 1e6
+            a = statistics.median(s[index] for s in after_runs) * 1e6
+            # Each round's own ratio: its two runs are next to each other in time.
+            paired = statistics.median(
+                x[index] / y[index] for x, y in zip(after_runs, before_runs, strict=True)
+            )
             print(
-                f"  {backend:8} {what}  before {b:6.3f}  after {a:6.3f}  after/before {a / b:.3f}"
+                f"  {backend:8} {what}  before {b:6.3f}  after {a:6.3f}  "
+                f"after/before {a / b:.3f}  paired {paired:.3f}"
             )
 
 

@@ -1,4 +1,5 @@
-"""The package's layout budgets: module and class sizes, no runtime import cycle."""
+"""The package's layout budgets: module and class sizes, no runtime import cycle,
+no reach into another module's private attributes."""
 
 from __future__ import annotations
 
@@ -93,3 +94,84 @@ def test_no_runtime_import_cycle() -> None:
     for module in sorted(graph):
         if module not in state:
             visit(module)
+
+
+# Private attributes of objects outside the package, reached for want of a public way.
+_FOREIGN_PRIVATE = {
+    # svcs has no public way to drop the cleanups of a container whose aclose() was
+    # cut off at the shutdown grace; without it, svcs warns again at GC.
+    ("_scope", "_on_close"),
+    # CPython's documented way to read another thread's stack (the loop watchdog).
+    ("_watchdog", "_current_frames"),
+}
+# A namedtuple's methods start with "_" only to stay out of the way of field names;
+# they are its public API (urllib.parse results are namedtuples).
+_NAMEDTUPLE_API = {"_replace", "_asdict", "_fields", "_make"}
+
+
+def _defined_names(tree: ast.AST) -> set[str]:
+    """The names a module defines: functions, classes, attributes it sets on self or
+    cls, slots, module and class variables."""
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            names.add(node.name)
+        elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+            if isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"):
+                names.add(node.attr)
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            names.add(node.target.id)
+        elif isinstance(node, ast.Assign):
+            for target in node.targets:
+                if isinstance(target, ast.Name):
+                    names.add(target.id)
+                    if target.id == "__slots__":
+                        names.update(
+                            c.value
+                            for c in ast.walk(node.value)
+                            if isinstance(c, ast.Constant) and isinstance(c.value, str)
+                        )
+    return names
+
+
+def _private_reaches(tree: ast.AST) -> list[tuple[int, str, str]]:
+    """``(line, expression, attribute)`` for each ``x._name`` and ``getattr(x,
+    "_name")`` where ``x`` is not ``self`` or ``cls``."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute):
+            target, attr = node.value, node.attr
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id in ("getattr", "setattr", "hasattr")
+            and len(node.args) >= 2
+            and isinstance(node.args[1], ast.Constant)
+            and isinstance(node.args[1].value, str)
+        ):
+            target, attr = node.args[0], node.args[1].value
+        else:
+            continue
+        if not attr.startswith("_") or attr.startswith("__"):
+            continue
+        if isinstance(target, ast.Name) and target.id in ("self", "cls"):
+            continue
+        found.append((node.lineno, ast.unparse(node), attr))
+    return found
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: _name(p))
+def test_private_attributes_stay_in_their_module(path: Path) -> None:
+    """A module reaches into another object's ``_private`` attribute only when that
+    attribute is its own (a helper class or function next to the class); no module
+    reaches into another module's internals."""
+    tree = ast.parse(path.read_text())
+    defined = _defined_names(tree)
+    foreign = [
+        f"line {line}: {expression}"
+        for line, expression, attr in _private_reaches(tree)
+        if attr not in defined
+        and attr not in _NAMEDTUPLE_API
+        and (path.stem, attr) not in _FOREIGN_PRIVATE
+    ]
+    assert not foreign, f"{path.name} reaches into private attributes it does not own: {foreign}"
