@@ -3,20 +3,28 @@ failure record, retries logged, bad work refused at enqueue, nothing lost at GC.
 
 from __future__ import annotations
 
+import gc
 import logging
+import warnings
+from functools import partial
 from typing import TYPE_CHECKING, Any
+from unittest.mock import AsyncMock
 
 import anyio
 import pytest
 from tenacity import stop_after_attempt, wait_fixed
 
 from workpool import (
+    BackgroundWorker,
     ItemState,
     LogContextFilter,
     RetryPolicy,
     Session,
     SessionManager,
     WorkerPool,
+    WorkItem,
+    _signature,
+    task,
 )
 
 if TYPE_CHECKING:
@@ -216,3 +224,194 @@ async def test_each_retry_is_logged_once_at_warning(records: Records) -> None:
         assert field(record, "item_id") == item.id
         assert field(record, "work_name") == item.name
     assert pool.stats().retried == 2
+
+
+# -- 3. work that cannot be called as (scope, stopping) is refused at enqueue --------
+
+
+async def no_arguments() -> None:
+    """An async function that takes nothing."""
+
+
+def three(order_id: int, scope: Scope, stopping: StopToken) -> None:
+    """Takes an order id before (scope, stopping)."""
+
+
+def keyword_only(scope: Scope, stopping: StopToken, *, order_id: int) -> None:
+    """Needs a keyword-only argument."""
+
+
+class Handler:
+    def handle(self, scope: Scope, stopping: StopToken) -> None:
+        """A method taking (scope, stopping)."""
+
+    def handle_nothing(self) -> None:
+        """A method taking nothing."""
+
+    async def __call__(self, scope: Scope, stopping: StopToken) -> None:
+        """Instances are async work."""
+
+
+class TakesOne:
+    def __call__(self, scope: Scope) -> None:
+        """Instances take one argument only."""
+
+
+BAD: list[tuple[Any, str]] = [
+    (lambda: None, "<lambda>"),
+    (lambda x: x, "<lambda>"),
+    (no_arguments, "no_arguments"),
+    (partial(three, 1, 2), "functools.partial(three"),  # type: ignore[arg-type]
+    (partial(three, order_id=1), "functools.partial(three"),
+    (keyword_only, "keyword_only"),
+    (Handler().handle_nothing, "Handler.handle_nothing"),
+    (Handler.handle, "Handler.handle"),
+    (TakesOne(), "TakesOne"),
+]
+
+
+@pytest.mark.parametrize(("work", "name"), BAD)
+async def test_work_that_cannot_take_scope_and_stopping_is_refused_at_enqueue(
+    work: Any, name: str
+) -> None:
+    """enqueue raises TypeError naming the function; nothing is queued."""
+    pool = WorkerPool(consumers=1)
+    with pytest.raises(TypeError, match=r"work\(scope, stopping\)") as raised:
+        await pool.enqueue(work)
+    assert name in str(raised.value)
+    with pytest.raises(TypeError, match="cannot be"):
+        pool.enqueue_nowait(work, retry=RetryPolicy.exponential(2))
+    with pytest.raises(TypeError, match="cannot be"):
+        await BackgroundWorker().enqueue(work)
+    assert pool.stats().enqueued == 0
+
+
+async def test_refused_work_is_not_retried_or_run() -> None:
+    """A refused function never reaches a consumer: no attempt, no dead letter."""
+    dead: list[WorkItem] = []
+    refused: Any = no_arguments
+    with anyio.fail_after(5):
+        async with WorkerPool(consumers=1, on_dead_letter=lambda i, e: dead.append(i)) as pool:
+            with pytest.raises(TypeError):
+                await pool.enqueue(refused, retry=RetryPolicy.exponential(3, initial=0))
+            await pool.enqueue(noop)
+    stats = pool.stats()
+    assert (stats.enqueued, stats.succeeded, stats.failed, stats.retried) == (1, 1, 0, 0)
+    assert dead == []
+
+
+def _variadic(*args: Any) -> None:
+    """Takes anything."""
+
+
+def _with_default(scope: Scope, stopping: StopToken, extra: int = 1) -> None:
+    """A third argument with a default."""
+
+
+GOOD: list[Any] = [
+    lambda scope, stopping: None,
+    noop,
+    _variadic,
+    _with_default,
+    partial(three, 1),
+    partial(keyword_only, order_id=1),
+    Handler().handle,
+    Handler(),
+    print,  # a builtin: run as it is
+    AsyncMock(),
+]
+
+
+@pytest.mark.parametrize("work", GOOD)
+async def test_work_that_takes_scope_and_stopping_is_accepted(work: Any) -> None:
+    """Functions, closures, methods, partials, callable objects and builtins that take
+    (scope, stopping) are queued."""
+    item = await BackgroundWorker().enqueue(work)
+    assert item.state is ItemState.QUEUED
+
+
+async def test_a_task_call_is_always_accepted() -> None:
+    """A TaskCall (any object declaring __workpool_async__) is not inspected."""
+
+    @task(name="contract.send")
+    async def send(scope: Scope, stopping: StopToken, order_id: int) -> None:
+        """A named task."""
+
+    item = await BackgroundWorker().enqueue(send.bind(1))
+    assert item.is_async is True
+
+
+async def test_the_check_runs_once_per_function(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Closures made per request share their code: the check runs for the first only;
+    a callable object's class is checked once for all its instances."""
+    for cache in (_signature.KNOWN_CODES, _signature._known_methods, _signature._known_others):
+        cache.clear()  # a cache: it refills
+    checks: list[object] = []
+    check_code, check_signature = _signature._check_code, _signature._check_signature
+
+    def counted_code(work: Any, func: Any, bound: int) -> None:
+        checks.append(work)
+        check_code(work, func, bound)
+
+    def counted_signature(work: Any) -> None:
+        checks.append(work)
+        check_signature(work)
+
+    monkeypatch.setattr(_signature, "_check_code", counted_code)
+    monkeypatch.setattr(_signature, "_check_signature", counted_signature)
+
+    class Job:
+        async def __call__(self, scope: Scope, stopping: StopToken) -> None:
+            """A callable object."""
+
+    def request(order: int) -> Any:
+        async def work(scope: Scope, stopping: StopToken) -> None:
+            """A closure per request."""
+
+        return work
+
+    worker = BackgroundWorker(capacity=100)
+    for order in range(10):
+        await worker.enqueue(request(order))
+        await worker.enqueue(Job())
+    assert len(checks) == 2
+    assert worker.qsize() == 20
+
+
+# -- 4. a pool collected without ever starting says what it drops --------------------
+
+
+async def test_an_unstarted_pool_collected_with_items_warns(
+    workpool_logs: pytest.LogCaptureFixture,
+) -> None:
+    """ResourceWarning and an ERROR record with how many items never ran."""
+    pool = WorkerPool(consumers=1)
+    for _ in range(3):
+        await pool.enqueue(noop)
+    with pytest.warns(ResourceWarning, match="3 queued items never ran"):
+        del pool  # collected at once: nothing else refers to an unstarted pool
+    [record] = [r for r in workpool_logs.records if r.levelno == logging.ERROR]
+    assert "without ever starting: 3 queued items never ran" in record.getMessage()
+    assert field(record, "never_ran") == 3
+
+
+@pytest.mark.parametrize("how", ["empty", "shut down", "ran"])
+async def test_no_warning_for_an_empty_or_properly_shut_down_pool(
+    how: str, workpool_logs: pytest.LogCaptureFixture
+) -> None:
+    """A pool with nothing queued, shut down unstarted, or run, goes quietly."""
+    pool = WorkerPool(consumers=1)
+    if how != "empty":
+        await pool.enqueue(noop)
+    if how == "shut down":
+        report = await pool.shutdown()
+        assert len(report.abandoned) == 1
+    elif how == "ran":
+        with anyio.fail_after(5):
+            async with pool:
+                pass
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        del pool
+        gc.collect()
+    assert not [r for r in workpool_logs.records if "never ran" in r.getMessage()]

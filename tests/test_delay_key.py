@@ -12,8 +12,8 @@ import anyio
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from tests.helpers.accounting import assert_shut_down_accounted
 
+from tests.helpers.accounting import assert_shut_down_accounted
 from workpool import (
     BackgroundWorker,
     FullMode,

@@ -10,10 +10,10 @@ import anyio
 import pytest
 import svcs
 from tenacity import stop_after_attempt
+
 from tests.helpers.accounting import assert_accounted
 from tests.helpers.services import Connection
 from tests.helpers.services import ConnectionTracker as Tracker
-
 from workpool import (
     ItemState,
     RetryPolicy,

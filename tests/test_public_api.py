@@ -31,6 +31,7 @@ PUBLIC = [
     "SessionManager",
     "SessionSettings",
     "SettingsError",
+    "SqliteChannel",
     "StopToken",
     "Task",
     "TaskCall",

@@ -9,9 +9,9 @@ from uuid import UUID
 import anyio
 import pytest
 from tenacity import stop_after_attempt, wait_fixed
+
 from tests.helpers.accounting import assert_delivered_accounted
 from tests.helpers.durable import FakeDurableChannel
-
 from workpool import (
     BackgroundWorker,
     Channel,

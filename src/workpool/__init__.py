@@ -22,7 +22,7 @@ from ._item import ItemState as ItemState
 from ._item import Work as Work
 from ._item import WorkItem as WorkItem
 from ._log import LogContextFilter as LogContextFilter
-from ._open import open_channel as open_channel
+from ._open_channel import open_channel as open_channel
 from ._pool import WorkerPool as WorkerPool
 from ._retry import RetryPolicy as RetryPolicy
 from ._retry import retry_policy as retry_policy

@@ -110,8 +110,14 @@ class BackgroundWorker(MemoryChannelBase):
             return await self._enqueue_slow(item, None)
         # With room, an enqueue neither waits nor checks for cancellation (like
         # asyncio.Queue.put): the item is accepted at once. Checking costs about
-        # 1 us on asyncio, more than the rest of the enqueue.
-        self._accept(item)
+        # 1 us on asyncio, more than the rest of the enqueue. (_accept's body.)
+        if item.parent_session is not None:
+            hold_parent(item)
+        self._items.append(item)
+        self._enqueued += 1
+        self._unfinished += 1
+        if self._getters:
+            wake_first(self._getters)
         return item
 
     def enqueue_nowait(
@@ -209,6 +215,7 @@ class BackgroundWorker(MemoryChannelBase):
         if delay is not None:
             self._later.hold_key(item)
         if not delay:
+            self._sync_later()
             self._accept(item)
             return
         if item.parent_session is not None:
@@ -216,7 +223,7 @@ class BackgroundWorker(MemoryChannelBase):
         self._enqueued += 1
         self._unfinished += 1
         first = self._later.push(item, delay)
-        self._room = self._capacity - len(self._delayed)
+        self._sync_later()
         if first and self._getters:
             wake_first(self._getters)  # a consumer waiting for an item re-times its wait
 
@@ -269,14 +276,14 @@ class BackgroundWorker(MemoryChannelBase):
             dropped = item
         else:
             newest = mode is FullMode.DROP_NEWEST
-            if self._delayed:  # the oldest or newest may be a delayed item
+            if self._delaying:  # the oldest or newest may be a delayed item
                 dropped = self._later.evict(self._items, newest=newest)
-                self._room = self._capacity - len(self._delayed)
             else:
                 dropped = self._items.pop() if newest else self._items.popleft()
             self._unfinished -= 1
-            if self._keys:
+            if self._delaying or self._keyed:
                 self._later.free(dropped)
+                self._sync_later()
         dropped.state = ItemState.DROPPED
         self._dropped += 1
         logger.warning(
@@ -301,7 +308,7 @@ class BackgroundWorker(MemoryChannelBase):
                 delayed items).
             PoolClosedError: the channel is closed and empty.
         """
-        if self._delayed:
+        if self._delaying:
             self._promote()
         if self._items:
             item = self._items.popleft()
@@ -316,7 +323,7 @@ class BackgroundWorker(MemoryChannelBase):
         """Move the delayed items that are due to the ready queue."""
         moved = self._later.promote(self._items, time.monotonic())
         if moved:
-            self._room = self._capacity - len(self._delayed)
+            self._sync_later()
             for _ in range(moved):
                 if not self._getters:
                     break
@@ -386,11 +393,21 @@ class BackgroundWorker(MemoryChannelBase):
     def task_done(self, item: WorkItem) -> None:
         """Mark an item taken with `dequeue` as finished, whatever its outcome."""
         self._unfinished -= 1
-        if self._keys:
-            self._later.free(item)
+        if self._keyed:
+            self._free_key(item)
         if self._unfinished <= 0:
             self._unfinished = 0
             self._set_idle()
+
+    def _free_key(self, item: WorkItem) -> None:
+        self._later.free(item)
+        self._keyed = bool(self._keys)
+
+    def _sync_later(self) -> None:
+        """The delayed items or the keys changed: update what the hot paths test."""
+        self._room = self._capacity - len(self._delayed)
+        self._delaying = bool(self._delayed)
+        self._keyed = bool(self._keys)
 
     # The channel seam (`Channel`): in memory, a claim is a dequeue and every
     # settlement is a task_done.
@@ -409,8 +426,8 @@ class BackgroundWorker(MemoryChannelBase):
         """End a consumer's hold on a claimed item: in memory, `task_done`."""
         # task_done's body, not a call to it: this runs once per item.
         self._unfinished -= 1
-        if self._keys:
-            self._later.free(item)
+        if self._keyed:
+            self._free_key(item)
         if self._unfinished <= 0:
             self._unfinished = 0
             self._set_idle()
@@ -448,12 +465,11 @@ class BackgroundWorker(MemoryChannelBase):
         deadline); their keys are free again."""
         items = list(self._items)
         self._items.clear()
-        if self._delayed:
+        if self._delaying or self._keyed:
             items += self._later.take_all()
-            self._room = self._capacity
-        if self._keys:
             for item in items:
                 self._later.free(item)
+            self._sync_later()
         self._unfinished -= len(items)
         if self._unfinished <= 0:
             self._unfinished = 0

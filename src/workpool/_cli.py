@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 import anyio
 
-from ._exceptions import SettingsError
+from ._exceptions import ChannelUnavailableError, SettingsError
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -32,10 +32,12 @@ if TYPE_CHECKING:
     from ._settings import PoolSettings
     from ._task import DeadLetter
 
-__all__ = ["EXIT_USAGE", "build_parser", "main"]
+__all__ = ["EXIT_UNAVAILABLE", "EXIT_USAGE", "build_parser", "main"]
 
 #: Bad arguments or settings (argparse exits 2 too).
 EXIT_USAGE: Final = 2
+#: The channel's store could not be reached within its ``outage_timeout``.
+EXIT_UNAVAILABLE: Final = 3
 
 log = logging.getLogger("workpool.worker")
 
@@ -110,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument(
         "--log-level", default="INFO", help="logging level of the worker's lines (%(default)s)"
     )
-    worker.set_defaults(run=_run_worker)
+    worker.set_defaults(run=_run_worker, parser=worker)
 
     dead = commands.add_parser(
         "dead",
@@ -119,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     actions = dead.add_subparsers(dest="action", metavar="ACTION", required=True)
     listing = actions.add_parser("list", help="print the dead letters, oldest first")
+    listing.set_defaults(parser=listing)
     _channel_argument(listing)
     listing.add_argument(
         "--limit", type=_positive_int, default=100, help="most letters shown (%(default)s)"
@@ -126,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     _backend_argument(listing)
     for name, verb in (("replay", "put back in the queue, counts reset"), ("purge", "delete")):
         action = actions.add_parser(name, help=f"{verb}: the letters named, or --all")
+        action.set_defaults(parser=action)
         action.add_argument("ids", nargs="*", type=_message_id, metavar="ID", help="letter ids")
         action.add_argument("--all", action="store_true", help=f"{name} every dead letter")
         _channel_argument(action)
@@ -154,20 +158,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
-    command_parser = _subparser(parser, args.command)
+    command_parser: argparse.ArgumentParser = getattr(args, "parser", parser)
     try:
         status: int = args.run(args)
     except _UsageError as exc:
         _fail(command_parser, str(exc))
+    except (ChannelUnavailableError, BaseExceptionGroup) as exc:
+        unavailable = _unavailable(exc)
+        if unavailable is None:
+            raise
+        print(f"{command_parser.prog}: {unavailable}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
     return status
 
 
-def _subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            found: argparse.ArgumentParser = action.choices[name]
-            return found
-    return parser  # pragma: no cover - every command is a subparser
+def _unavailable(exc: BaseException) -> ChannelUnavailableError | None:
+    """The `ChannelUnavailableError` *exc* is, or is the only content of a group."""
+    if isinstance(exc, ChannelUnavailableError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        return _unavailable(exc.exceptions[0])
+    return None
 
 
 def _fail(parser: argparse.ArgumentParser, message: str) -> NoReturn:
@@ -194,9 +205,7 @@ def settings_for(channel: str | None) -> PoolSettings:
             parsed = parse_channel_url(channel)
         except ValueError as exc:
             raise _UsageError(f"--channel: {exc}") from None
-        fields = settings.model_fields_set | {"channel"}
         settings = settings.model_copy(update={"channel": channel})
-        object.__setattr__(settings, "__pydantic_fields_set__", fields)
         try:
             settings.check_channel_options()
         except SettingsError as exc:
@@ -263,7 +272,7 @@ def _run_worker(args: argparse.Namespace) -> int:
 def _log_outcome(item: WorkItem, started: float, finished: float) -> None:
     """One line per item that ran: its outcome, name, id, attempts, deliveries, time."""
     log.info(
-        "%s %s id=%s attempts=%d deliveries=%d in %.0f ms",
+        "%s %s id=%s attempts=%d deliveries=%d in %.1f ms",
         item.state.value,
         item.name,
         item.id,

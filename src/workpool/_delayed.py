@@ -16,7 +16,7 @@ import time
 from bisect import bisect_right
 from typing import TYPE_CHECKING, final
 
-from ._item import WorkItem
+from ._item import WorkItem, item_with_options
 
 if TYPE_CHECKING:
     from collections import deque
@@ -64,7 +64,7 @@ def make_item(
     key: str | None,
 ) -> WorkItem:
     """An item enqueued with options (the rare path), its ``key`` checked and set."""
-    item = WorkItem(work, parent_session, retry=retry, timeout=timeout, name=name)
+    item = item_with_options(work, parent_session, retry, timeout, name)
     if key is not None:
         item.key = check_key(key)
     return item

@@ -346,6 +346,13 @@ def run_demo_command(parser: argparse.ArgumentParser, args: argparse.Namespace) 
             import rich  # noqa: F401
         except ImportError:
             parser.error("the live view needs rich: pip install 'workpool[rich]'")
+    if options.channel is not None:
+        from ._open import parse_channel_url
+
+        try:
+            parse_channel_url(options.channel)
+        except ValueError as exc:
+            parser.error(f"--channel: {exc}")
     try:
         return run_demo(options)
     except SettingsError as exc:
@@ -353,5 +360,3 @@ def run_demo_command(parser: argparse.ArgumentParser, args: argparse.Namespace) 
         reasons = "; ".join(line.strip() for line in str(exc).splitlines()[1:]) or str(exc)
         print(f"workpool demo: bad setting: {reasons}", file=sys.stderr)
         return EXIT_BAD_SETTINGS
-    except ValueError as exc:  # a bad --channel URL
-        parser.error(f"--channel: {exc}")

@@ -79,11 +79,19 @@ def _journal(state: Path, batch: Batch) -> Path:
     return state.with_name(state.name.removesuffix(".demo.json") + f".{batch.id}.done")
 
 
-def _load(path: Path) -> Batch | None:
+def _load(path: Path, parsed: ChannelURL) -> Batch | None:
+    """The pending batch, if any; none when its SQLite file is gone (a fresh start)."""
+    if parsed.scheme == "sqlite" and not Path(parsed.target).exists():
+        path.unlink(missing_ok=True)
+        return None
     try:
         return Batch(**json.loads(path.read_text(encoding="utf-8")))
     except FileNotFoundError:
         return None
+    except (ValueError, TypeError) as exc:
+        raise ValueError(
+            f"the demo's state file {str(path)!r} is damaged ({exc}); delete it"
+        ) from None
 
 
 def _save(path: Path, batch: Batch) -> None:
@@ -127,6 +135,7 @@ class _Progress:
         self.journal = journal
         self.runs: dict[int, int] = {}
         self.dead: set[int] = set()
+        self.gave_up = False
         self._offset = 0
 
     def read(self) -> None:
@@ -171,11 +180,20 @@ async def _store(batch: Batch, calls: list[tuple[Any, float]], channel: Any) -> 
         await channel.aclose()
 
 
-async def _wait_for(progress: _Progress, pool: WorkerPool) -> None:
-    """The demo's main: wait until every item of the batch is done."""
+async def _wait_for(progress: _Progress, patience: float, pool: WorkerPool) -> None:
+    """The demo's main: wait until every item of the batch is done, or until nothing
+    has happened for *patience* seconds with nothing queued or running (items missing
+    from the store: the summary says how many)."""
+    last, since = -1, time.monotonic()
     while True:
         progress.read()
         if progress.finished:
+            return
+        now = time.monotonic()
+        if progress.done != last or pool.stats().busy or pool.channel.qsize():
+            last, since = progress.done, now
+        elif now - since > patience:
+            progress.gave_up = True
             return
         await anyio.sleep(0.1)
 
@@ -194,7 +212,7 @@ async def _run(
 
     parsed = settings.channel_url
     state = _state_path(parsed)
-    batch = _load(state)
+    batch = _load(state, parsed)
     resumed = batch is not None
     if batch is None:
         seed = options.seed if options.seed is not None else random.randrange(2**31)
@@ -245,6 +263,10 @@ async def _run(
         if options.live
         else PlainView(out, min(1.0, max(0.25, batch.duration / 10)), max(1, left), deadline)
     )
+    # Items a killed process held come back after their lease, delayed ones within the
+    # batch's duration: only a silence longer than both means items are missing.
+    lease = float(settings.lease or parsed.options.get("lease", DEMO_LEASE))
+    patience = 3 * lease + 5 + batch.duration
     library = logging.getLogger("workpool")
     library.addHandler(view.handler)
     try:
@@ -252,7 +274,7 @@ async def _run(
         async with anyio.create_task_group() as task_group:
             task_group.start_soon(view.run, pool, started)
             report = await serve_until_signalled(
-                pool, partial(_wait_for, progress), deadline=deadline
+                pool, partial(_wait_for, progress, patience), deadline=deadline
             )
             task_group.cancel_scope.cancel()
     finally:
@@ -270,11 +292,15 @@ def summary(stats: PoolStats, report: DrainReport, progress: _Progress, left: in
     succeeded = len(progress.runs.keys() - progress.dead)
     again = sum(1 for runs in progress.runs.values() if runs > 1)
     missing = batch.items - progress.done
-    end = (
-        "finished; the next run starts a new batch"
-        if progress.finished
-        else f"{missing} left in the store: run the same command again to finish it"
-    )
+    if progress.finished:
+        end = "finished; the next run starts a new batch"
+    elif progress.gave_up:
+        end = (
+            f"{missing} neither done nor queued nor running: LOST (delete the state file "
+            "*.demo.json to start a new batch)"
+        )
+    else:
+        end = f"{missing} left in the store: run the same command again to finish it"
     return [
         f"stats: delivered={stats.delivered} redelivered={stats.redelivered} "
         f"succeeded={stats.succeeded} failed={stats.failed} retried={stats.retried} "
@@ -293,11 +319,13 @@ def run_durable_demo(options: DemoOptions, settings: PoolSettings, out: TextIO) 
     """Run (or resume) the demo's batch on the durable channel of *settings*.
 
     Returns:
-        0 when the batch finished, 1 when it was interrupted (its items stay stored).
+        `exit_status` of the drain: 0 unless items were cancelled or abandoned (an
+        interrupted batch stays in the store; the next run finishes it); 1 when
+        items of the batch are missing from the store.
     """
     settings = durable_settings(settings)
     stats, report, progress, view, left = anyio.run(
         partial(_run, options, settings, out), backend=options.backend
     )
     view.summary(summary(stats, report, progress, left), stats, report)
-    return 0 if progress.finished and exit_status(report) == 0 else 1
+    return 1 if progress.gave_up else exit_status(report)

@@ -182,10 +182,9 @@ class ItemRunner:
                 attempt += 1
                 state.retried += 1
             finished = True
-            if outcome is None:  # rescheduled
-                pass
-            elif item.state is not _RUNNING:
-                self._finished_late(item, failure)
+            if item.state is not _RUNNING:
+                if outcome is not None:  # not rescheduled (_reschedule set QUEUED)
+                    self._finished_late(item, failure)
             elif failure is None:
                 item.state = _SUCCEEDED
                 state.succeeded += 1

@@ -33,6 +33,7 @@ class MemoryChannelBase:
         "_capacity",
         "_closed",
         "_delayed",
+        "_delaying",
         "_dropped",
         "_drops",
         "_enqueue_timeout",
@@ -41,6 +42,7 @@ class MemoryChannelBase:
         "_getters",
         "_idle",
         "_items",
+        "_keyed",
         "_keys",
         "_later",
         "_putters",
@@ -70,12 +72,15 @@ class MemoryChannelBase:
         self._enqueued = 0
         self._dropped = 0
         self._rejected = 0
-        # delay= and key=: the hot paths read the heap and the keys (shared with
-        # _later) only to see that they are empty.
+        # delay= and key=: the delayed items and the keys (shared with _later), and
+        # what the hot paths test, kept by BackgroundWorker._sync_later: whether
+        # any item is delayed, whether any key is held (a bool is the cheapest
+        # branch), and how many ready items fit (the capacity less the delayed).
         self._later = Later()
         self._delayed = self._later.heap
         self._keys = self._later.keys
-        # How many ready items fit: the capacity less the delayed items.
+        self._delaying = False
+        self._keyed = False
         self._room = self._capacity
 
     # -- introspection -------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""`open_channel`: a channel from a URL, for settings and the command line.
+"""Channel URLs: checked and masked here; `open_channel` (in `_open_channel`) opens them.
 
 ``memory:`` is the in-memory `BackgroundWorker`; ``sqlite:///rel.db`` (relative to
 the working directory) and ``sqlite:////abs/path.db`` (absolute) a `SqliteChannel`;
@@ -13,17 +13,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
+from typing import Any, Final
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from ._full import FullMode, parse_full_mode
+from ._urls import mask_url
 
-if TYPE_CHECKING:
-    from ._seam import Channel
-
-__all__ = ["ChannelURL", "mask_url", "open_channel", "parse_channel_url"]
-
-_MASK: Final = "***"
+__all__ = ["OPTIONS", "ChannelURL", "channel_options", "mask_url", "parse_channel_url"]
 
 
 def _text(name: str, value: object) -> str:
@@ -115,34 +111,7 @@ _REDIS_CLIENT_PARAMS: Final = frozenset(
         "ssl_check_hostname",
     }
 )
-_SECRET_PARAMS: Final = frozenset({"password"})
 _HINT: Final = "use memory:, sqlite:///relative.db, sqlite:////absolute.db or redis://host:6379/0"
-
-
-def mask_url(url: str) -> str:
-    """*url* with its password replaced by ``***`` (user info and ``?password=``).
-
-    A user info without ``:`` is masked whole: Redis URLs often carry a bare password
-    there. Safe on malformed URLs: it never raises.
-    """
-    if not isinstance(url, str):
-        return repr(url)
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        return url
-    head, qsep, query = rest.partition("?")
-    at = head.rfind("@")
-    if at >= 0:
-        userinfo = head[:at]
-        user, colon, _ = userinfo.partition(":")
-        head = (f"{user}:{_MASK}" if colon else _MASK) + head[at:]
-    if qsep:
-        parts = []
-        for part in query.split("&"):
-            key, eq, _value = part.partition("=")
-            parts.append(f"{key}={_MASK}" if eq and unquote(key) in _SECRET_PARAMS else part)
-        query = "&".join(parts)
-    return f"{scheme}{sep}{head}{qsep}{query}"
 
 
 @dataclass(frozen=True)
@@ -222,7 +191,7 @@ def parse_channel_url(url: str) -> ChannelURL:
         parts.port  # noqa: B018 - raises on a bad port
     except ValueError:
         raise ValueError(f"channel URL {shown!r}: the port is not a number") from None
-    target = parts._replace(query=urlencode(passed), fragment="").geturl()
+    target = urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(passed), ""))
     return ChannelURL("redis", target, options, shown)
 
 
@@ -267,53 +236,3 @@ def channel_options(parsed: ChannelURL, options: Mapping[str, Any], source: str)
             )
         merged[key] = checked
     return merged
-
-
-def open_channel(url: str, **options: Any) -> Channel:
-    """A channel for *url*; its options from the query string and *options*.
-
-    ::
-
-        open_channel("memory:")                          # BackgroundWorker()
-        open_channel("sqlite:///jobs.db", lease=60)      # relative to the working directory
-        open_channel("sqlite:////var/lib/app/jobs.db")   # absolute
-        open_channel("redis://:secret@cache:6379/0?queue=mail&max_deliveries=3")
-
-    Memory takes ``capacity``, ``full_mode`` and ``enqueue_timeout``; SQLite and Redis
-    take ``queue``, ``capacity``, ``full_mode`` (``wait`` or ``reject``), ``lease``,
-    ``max_deliveries``, ``outage_timeout`` and ``max_message_bytes``, SQLite also
-    ``synchronous``. A Redis URL keeps the client's own parameters (``db``,
-    ``ssl_cert_reqs``...). Nothing is connected until the channel is used.
-
-    Raises:
-        ValueError: an unsupported scheme, a malformed URL, an unknown or bad option,
-            or an option given both in the URL and as a keyword with two values; the
-            message shows the URL with its password masked.
-        ImportError: ``redis://`` without the ``workpool[redis]`` extra.
-    """
-    parsed = parse_channel_url(url)
-    merged = channel_options(parsed, options, "open_channel")
-    return build_channel(parsed, merged)
-
-
-def build_channel(parsed: ChannelURL, options: dict[str, Any]) -> Channel:
-    """The channel *parsed* names, with *options* (already checked)."""
-    if parsed.scheme == "memory":
-        from ._channel import BackgroundWorker
-
-        return BackgroundWorker(**options)
-    if parsed.scheme == "sqlite":
-        from . import SqliteChannel  # type: ignore[attr-defined,unused-ignore]
-
-        channel: Channel = SqliteChannel(parsed.target, **options)
-        return channel
-    try:
-        from .redis import RedisChannel  # type: ignore[import-not-found,unused-ignore]
-    except ImportError as exc:
-        if exc.name is not None and exc.name.startswith("workpool"):
-            raise
-        raise ImportError(
-            f"{parsed.shown!r} needs the Redis client: pip install 'workpool[redis]' ({exc})"
-        ) from None
-    channel = RedisChannel(parsed.target, **options)
-    return channel

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Final, final
 
 import anyio
 import anyio.lowlevel
+from coredis.exceptions import RedisError
 
 from ._exceptions import ChannelUnavailableError, PoolClosedError
 from ._log import logger
@@ -121,8 +122,9 @@ class RedisConsumer:
                     if not is_outage(exc):
                         raise
                     error = exc
-                    self._outage.failed(exc)
+                    self._outage.failed(exc, doing)
                     await anyio.sleep(next(waits))
+                    await self._store.ensure()  # the client's task again, if it ended
                 else:
                     self._outage.recovered()
                     return result
@@ -207,7 +209,8 @@ class RedisConsumer:
             except Exception as again:
                 exc = again
         if is_outage(exc):
-            self._outage.failed(exc)
+            logger.debug("Redis error while %s: %s: %s", doing, type(exc).__name__, exc)
+            self._outage.failed(exc, doing)
         else:
             logger.error("%s on Redis queue %r failed", doing, self._store.queue, exc_info=exc)
         await anyio.sleep(next(waits))
@@ -257,8 +260,8 @@ class RedisConsumer:
             wanted.set()
 
     async def flush(self) -> None:
-        """Write the settlements made so far (raises on the first failure; what was not
-        written stays for the next call)."""
+        """Write the settlements made so far (raises on the first failure Redis may get
+        over; what was not written stays for the next call)."""
         store, held = self._store, self._held
         while self._acks or self._ops:
             acks = self._acks[:_BATCH]
@@ -267,7 +270,7 @@ class RedisConsumer:
                 for receipt in acks:
                     key = receipt.fields.get(b"key")
                     if key:
-                        keys += (key, receipt.fields[b"id"])
+                        keys += (key, receipt.fields.get(b"id", b""))
                 await store.ack([receipt.entry for receipt in acks], keys)
                 del self._acks[: len(acks)]
                 for receipt in acks:
@@ -275,13 +278,25 @@ class RedisConsumer:
             while self._ops:
                 outcome, receipt, data = self._ops[0]
                 fields = receipt.fields
-                if outcome is _DEAD:
-                    key = fields.get(b"key", b"")
-                    await store.bury(receipt.entry, fields[b"id"], key, data)
-                elif outcome is _RELEASED:
-                    await store.release(receipt.entry, data)
-                else:
-                    await store.reschedule(receipt.entry, fields[b"id"], data[0], data[1])
+                message_id = fields.get(b"id", b"")
+                try:
+                    if outcome is _DEAD:
+                        await store.bury(receipt.entry, message_id, fields.get(b"key", b""), data)
+                    elif outcome is _RELEASED:
+                        await store.release(receipt.entry, data)
+                    else:
+                        await store.reschedule(receipt.entry, message_id, data[0], data[1])
+                except Exception as exc:
+                    if isinstance(exc, RedisError):
+                        raise  # Redis unreachable or refusing for now: retried
+                    # A bug, not Redis: never block the settlements behind it.
+                    logger.error(
+                        "could not write the %s settlement of Redis entry %s; it is "
+                        "delivered again once its lease expires",
+                        outcome.value,
+                        receipt.entry.decode(),
+                        exc_info=exc,
+                    )
                 del self._ops[0]
                 held.pop(receipt.entry, None)
         self._outage.recovered()

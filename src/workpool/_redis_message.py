@@ -8,7 +8,7 @@ import math
 import random
 import time
 from typing import TYPE_CHECKING, Any, Final, final
-from uuid import UUID
+from uuid import NAMESPACE_URL, UUID, uuid5
 
 from ._item import WorkItem
 from ._log import logger
@@ -72,10 +72,43 @@ def item_from(
 ) -> WorkItem:
     """The `WorkItem` for a claimed entry (*delivered*: the stream's delivery count).
 
-    A message whose task is unknown, whose payload does not decode, or which was
-    delivered more than *max_deliveries* times gets a ``rejection``.
+    A message whose task is unknown, whose payload does not decode, whose stored
+    fields are malformed (written by something else), or which was delivered more
+    than *max_deliveries* times gets a ``rejection``: it never runs.
     """
+    try:
+        return _item_from(entry, fields, delivered, tasks, max_deliveries)
+    except (ValueError, TypeError, UnicodeDecodeError) as exc:
+        item = WorkItem.restore(
+            _unrunnable,
+            id=_entry_uuid(entry),
+            name=fields.get(b"name", b"?").decode("utf-8", "replace"),
+            timeout=None,
+            deliveries=delivered,
+            attempts=0,
+            receipt=Held(entry, fields),
+        )
+        problem = RejectedMessage(
+            "bad_payload", f"stream entry {entry.decode()} is not a workpool message: {exc}"
+        )
+        item.rejection = ("bad_payload", problem)
+        return item
+
+
+def _entry_uuid(entry: bytes) -> UUID:
+    """A stable id for an entry whose own id cannot be read."""
+    return uuid5(NAMESPACE_URL, "workpool-redis-entry:" + entry.decode())
+
+
+def _item_from(
+    entry: bytes,
+    fields: Mapping[bytes, bytes],
+    delivered: int,
+    tasks: Mapping[str, Task[...]],
+    max_deliveries: int,
+) -> WorkItem:
     get = fields.get
+    message_id = UUID(hex=get(b"id", b"").decode())
     name = get(b"name", b"").decode("utf-8", "replace")
     deliveries = int(get(b"dlv") or 0) + delivered
     # Deliveries that ended cleanly (released, rescheduled) do not count to the limit.
@@ -107,7 +140,7 @@ def item_from(
     enqueued_at = now - max(0.0, time.time() - int(at) / 1000) if at else now
     item = WorkItem.restore(
         work,
-        id=UUID(hex=get(b"id", b"").decode()),
+        id=message_id,
         name=name,
         timeout=timeout,
         deliveries=deliveries,
@@ -140,8 +173,8 @@ def letter_fields(
 ) -> list[bytes | str]:
     """The dead-letter stream fields of *item* (``failed`` is set by the script)."""
     text, trace = format_error(error) if error is not None else (reason, None)
-    out: list[bytes | str] = []
-    for name in _CARRIED:
+    out: list[bytes | str] = ["id", item.id.hex]
+    for name in _CARRIED[1:]:
         out += (name, fields.get(name, b""))
     out += ("reason", reason, "error", text, "tb", trace or "")
     out += ("att", str(item.attempts), "dlv", str(item.deliveries))
@@ -194,12 +227,13 @@ class Outage:
     def active(self) -> bool:
         return self._since is not None
 
-    def failed(self, exc: BaseException) -> None:
+    def failed(self, exc: BaseException, doing: str) -> None:
         if self._since is None:
             self._since = time.monotonic()
             logger.warning(
-                "Redis unreachable (%s): %s: %s; retrying with backoff",
+                "Redis unreachable (%s) while %s: %s: %s; retrying with backoff",
                 self.where,
+                doing,
                 type(exc).__name__,
                 exc,
             )

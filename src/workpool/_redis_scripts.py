@@ -37,37 +37,49 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local nows = string.format('%d', now)
 """
 
-#: KEYS: stream, delayed, body, keys, seen.  ARGV: id, name, args, att, dlv, to, key,
-#: par, delay_ms, capacity (-1: none), seen_ttl_ms.
-#: -> {1, at} added; {0, at} added before (a retry); {2, other_id} key taken; {3, ''} full.
+#: KEYS: stream, delayed, body, keys, then one seen key per message.
+#: ARGV: capacity (-1: none), seen_ttl_ms, then per message: id, name, args, att, dlv,
+#: to, key, par, delay_ms.  Adds the messages in order (enqueue calls that arrived
+#: together). -> per message a pair: 1, at (added); 0, at (added before: a retry);
+#: 2, other id (key taken); 3, '' (full)
 ADD: Final = (
-    """
-local seen = redis.call('GET', KEYS[5])
-if seen then return {0, seen} end
-local key = ARGV[7]
-if key ~= '' then
-  local other = redis.call('HGET', KEYS[4], key)
-  if other then return {2, other} end
-end
-local cap = tonumber(ARGV[10])
-if cap >= 0 and redis.call('XLEN', KEYS[1]) + redis.call('ZCARD', KEYS[2]) >= cap then
-  return {3, ''}
-end
-"""
-    + _NOW
+    _NOW
     + """
-local fields = {'id', ARGV[1], 'name', ARGV[2], 'args', ARGV[3], 'att', ARGV[4],
-                'dlv', ARGV[5], 'to', ARGV[6], 'key', key, 'par', ARGV[8], 'at', nows}
-local delay = tonumber(ARGV[9])
-if delay > 0 then
-  redis.call('HSET', KEYS[3], ARGV[1], cmsgpack.pack(fields))
-  redis.call('ZADD', KEYS[2], now + delay, ARGV[1])
-else
-  redis.call('XADD', KEYS[1], '*', unpack(fields))
+local cap = tonumber(ARGV[1])
+local count = -1
+if cap >= 0 then count = redis.call('XLEN', KEYS[1]) + redis.call('ZCARD', KEYS[2]) end
+local out = {}
+local n = (#ARGV - 2) / 9
+for m = 1, n do
+  local a = 2 + (m - 1) * 9
+  local id, key, seen_key = ARGV[a + 1], ARGV[a + 7], KEYS[4 + m]
+  local seen = redis.call('GET', seen_key)
+  local other = false
+  if key ~= '' then other = redis.call('HGET', KEYS[4], key) end
+  if seen then
+    table.insert(out, 0); table.insert(out, seen)
+  elseif other then
+    table.insert(out, 2); table.insert(out, other)
+  elseif cap >= 0 and count >= cap then
+    table.insert(out, 3); table.insert(out, '')
+  else
+    local fields = {'id', id, 'name', ARGV[a + 2], 'args', ARGV[a + 3], 'att', ARGV[a + 4],
+                    'dlv', ARGV[a + 5], 'to', ARGV[a + 6], 'key', key, 'par', ARGV[a + 8],
+                    'at', nows}
+    local delay = tonumber(ARGV[a + 9])
+    if delay > 0 then
+      redis.call('HSET', KEYS[3], id, cmsgpack.pack(fields))
+      redis.call('ZADD', KEYS[2], now + delay, id)
+    else
+      redis.call('XADD', KEYS[1], '*', unpack(fields))
+    end
+    if key ~= '' then redis.call('HSET', KEYS[4], key, id) end
+    redis.call('SET', seen_key, nows, 'PX', ARGV[2])
+    count = count + 1
+    table.insert(out, 1); table.insert(out, nows)
+  end
 end
-if key ~= '' then redis.call('HSET', KEYS[4], key, ARGV[1]) end
-redis.call('SET', KEYS[5], nows, 'PX', ARGV[11])
-return {1, nows}
+return out
 """
 )
 

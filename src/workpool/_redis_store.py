@@ -14,6 +14,7 @@ import os
 import secrets
 import socket
 from typing import TYPE_CHECKING, Any, Final, TypeVar, final
+from urllib.parse import unquote
 
 import anyio
 import anyio.abc
@@ -32,6 +33,7 @@ from coredis.retry import NoRetryPolicy
 
 from . import _redis_scripts as lua
 from ._detached import start_detached
+from ._exceptions import PoolClosedError
 from ._log import logger
 
 if TYPE_CHECKING:
@@ -39,7 +41,7 @@ if TYPE_CHECKING:
 
     from ._detached import Detached
 
-__all__ = ["GROUP", "RedisStore", "is_nogroup", "is_outage"]
+__all__ = ["GROUP", "RedisStore", "is_nogroup", "is_outage", "mask_url"]
 
 #: The consumer group of a queue (one per queue).
 GROUP: Final = "workpool"
@@ -109,6 +111,40 @@ def is_nogroup(exc: BaseException) -> bool:
     return isinstance(exc, ResponseError) and "NOGROUP" in str(exc)
 
 
+def _client(url: str) -> coredis.Redis[bytes]:
+    client: coredis.Redis[bytes] = coredis.Redis.from_url(
+        url,
+        decode_responses=False,
+        retry_policy=NoRetryPolicy(),
+        stream_timeout=_STREAM_TIMEOUT,
+        connect_timeout=_CONNECT_TIMEOUT,
+    )
+    pool = client.connection_pool
+    if pool.connection_class is TCPConnection:
+        pool.connection_class = _Connection
+    return client
+
+
+def mask_url(url: str) -> str:
+    """*url* with its password shown as ``***``: in the user info (a user info without
+    ``:`` is a bare password, masked whole) and in a ``?password=`` parameter."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    head, qsep, query = rest.partition("?")
+    at = head.rfind("@")
+    if at >= 0:
+        user, colon, _ = head[:at].partition(":")
+        head = (f"{user}:***" if colon else "***") + head[at:]
+    if qsep:
+        parts = []
+        for part in query.split("&"):
+            name, eq, _ = part.partition("=")
+            parts.append(f"{name}=***" if eq and unquote(name) == "password" else part)
+        query = "&".join(parts)
+    return f"{scheme}{sep}{head}{qsep}{query}"
+
+
 @final
 class RedisStore:
     """Keys, scripts and the client of one queue.
@@ -131,16 +167,10 @@ class RedisStore:
         self.cursor = prefix + "cursor"
         self.lock = prefix + "sweeper"
         self.consumer = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
-        self.client: coredis.Redis[bytes] = coredis.Redis.from_url(
-            url,
-            decode_responses=False,
-            retry_policy=NoRetryPolicy(),
-            stream_timeout=_STREAM_TIMEOUT,
-            connect_timeout=_CONNECT_TIMEOUT,
-        )
-        pool = self.client.connection_pool
-        if pool.connection_class is TCPConnection:
-            pool.connection_class = _Connection
+        self.client = _client(url)
+        # Blocking reads on a client of their own: cancelling one (at close) drops its
+        # connection, which must carry no other command's reply.
+        self.reader = _client(url)
         register = self.client.register_script
         self._add = register(lua.ADD)
         self._promote = register(lua.PROMOTE)
@@ -169,6 +199,7 @@ class RedisStore:
         self._host: Detached | None = None
         self._stop: anyio.Event | None = None
         self._starting: anyio.Lock | None = None
+        self._stopped = False
 
     # -- the client's task -------------------------------------------------------------
 
@@ -177,6 +208,8 @@ class RedisStore:
         host = self._host
         if host is not None and not host.done:
             return
+        if self._stopped:
+            raise PoolClosedError("the Redis channel was closed (aclose): make a new one")
         if self._starting is None:
             self._starting = anyio.Lock()
         async with self._starting:
@@ -206,7 +239,7 @@ class RedisStore:
 
     async def _run_client(self, stop: anyio.Event, *, task_status: Any) -> None:
         try:
-            async with self.client:
+            async with self.client, self.reader:
                 task_status.started()
                 await stop.wait()
         except Exception as exc:  # its connections' task group failed: restarted on use
@@ -216,6 +249,7 @@ class RedisStore:
         """Stop the client's task (connections closed)."""
         host, stop = self._host, self._stop
         self._host = None
+        self._stopped = True
         if host is None or stop is None:
             return
         stop.set()
@@ -238,20 +272,17 @@ class RedisStore:
     # -- producers ---------------------------------------------------------------------
 
     async def add(
-        self,
-        message_id: str,
-        fields: Sequence[str | bytes],
-        *,
-        delay_ms: int,
-        capacity: int,
-        seen_ms: int,
-    ) -> list[Any]:
-        """Run ``ADD``; *fields*: name, args, att, dlv, to, key, par."""
-        keys = [self.stream, self.delayed, self.body, self.keys, f"{self.prefix}seen:{message_id}"]
-        result: list[Any] = await shielded(
-            self._add(keys, [message_id, *fields, delay_ms, capacity, seen_ms])
-        )
-        return result
+        self, messages: Sequence[Sequence[Any]], *, capacity: int, seen_ms: int
+    ) -> list[tuple[int, bytes]]:
+        """Run ``ADD`` for *messages* (each: id, name, args, att, dlv, to, key, par,
+        delay_ms): ``(code, value)`` for each, in order."""
+        keys = [self.stream, self.delayed, self.body, self.keys]
+        keys += [f"{self.prefix}seen:{message[0]}" for message in messages]
+        args: list[Any] = [capacity, seen_ms]
+        for message in messages:
+            args += message
+        reply: list[Any] = await shielded(self._add(keys, args))
+        return [(int(reply[i]), reply[i + 1]) for i in range(0, len(reply), 2)]
 
     async def promote(self, limit: int = 100) -> tuple[int, int]:
         """Move due delayed messages into the stream: (moved, ms until the next, or -1)."""
@@ -273,7 +304,7 @@ class RedisStore:
 
     async def read(self, count: int, block_ms: int) -> tuple[Any, ...]:
         """``XREADGROUP`` of new entries for this consumer: ``StreamEntry`` objects."""
-        reply = await self.client.xreadgroup(
+        reply = await self.reader.xreadgroup(
             GROUP, self.consumer, {self.stream: ">"}, count=count, block=block_ms
         )
         if not reply:

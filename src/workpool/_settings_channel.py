@@ -17,7 +17,8 @@ from pydantic_settings import BaseSettings, NoDecode
 
 from ._exceptions import SettingsError
 from ._full import FullMode
-from ._open import ChannelURL, build_channel, mask_url, parse_channel_url
+from ._open import ChannelURL, mask_url, parse_channel_url
+from ._open_channel import build_channel
 from ._task import tasks_from_env
 
 if TYPE_CHECKING:

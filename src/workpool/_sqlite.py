@@ -205,6 +205,9 @@ class SqliteChannel:
             QueueFullError: the queue is full in ``reject`` mode.
             ChannelUnavailableError: the store could not be written within
                 ``outage_timeout``; the item may or may not be stored.
+
+        A call cancelled while it waits for the commit may still have stored the
+        item (``key=`` makes enqueueing it again harmless).
         """
         options = self._options
         if retry is not None:

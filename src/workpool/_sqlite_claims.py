@@ -1,24 +1,29 @@
 """The consumer side of the SQLite channel: claims, leases, settlements.
 
-Consumers that find nothing ready wait in `Claims.claim`; the first of them asks the
-store to claim as many due items as there are waiting consumers, no more, and the
-others wait for that claim to come back. The claim's result is taken on the event
-loop by `Claims._claimed` whoever asked, so that a consumer cancelled meanwhile loses
+Consumers that find nothing ready wait in `Claims.claim`, and each waiting consumer
+has one item asked for in the store: never more items claimed than consumers wait
+for (the claims of consumers that wait together share the store's next batch).
+When the store had nothing due, one waiting consumer polls (the next due time, a
+wake-up from this channel, or every `POLL` seconds for work stored by other
+processes) and the others wait for it. A claim's result is taken on the event loop
+by `Claims._claimed` whoever asked, so that a consumer cancelled meanwhile loses
 nothing: what was claimed is either handed out or handed back.
 
-Settlements are written in the store's next batch (`settle` is synchronous for the
-pool); `Claims.pending` counts those not committed yet, and `SqliteChannel.aclose`
-waits for them.
+Settlements go to an outbox that one request writes in the store's next batch
+(`settle` is synchronous for the pool); `Claims.pending` counts those not committed
+yet, and `SqliteChannel.aclose` waits for them.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import deque
 from typing import TYPE_CHECKING, Final, final
 from uuid import UUID
 
 import anyio
+import anyio.lowlevel
 
 from . import _sqlite_sql as sql
 from ._exceptions import PoolClosedError
@@ -67,15 +72,19 @@ class Claims:
         self.held: dict[UUID, WorkItem] = {}
         self.closed = False
         self.pending = 0  # settlements not committed yet
+        self._outbox: list[sql.Settlement] = []
+        self._outbox_lock = threading.Lock()
+        self._flush_queued = False
         self.queued = 0  # the queue's size, refreshed by `run`
         self._waiting = 0
-        self._fetching = False
+        self._asked = 0  # items asked for by the claims in flight
+        self._polling = False
         self._maybe_due = True
-        self._arrived: anyio.Event | None = None  # a fetch ended
+        self._arrived: anyio.Event | None = None  # a claim or a poll ended
         self._wakeup: anyio.Event | None = None  # new work may be due
         self._room: anyio.Event | None = None  # an item finished (capacity)
-        self._claim: Request | None = None  # the claim in flight
-        self._claim_done: anyio.Event | None = None
+        self._claims: set[Request] = set()  # in flight
+        self._landed: anyio.Event | None = None  # set when none is in flight
 
     # -- claiming ------------------------------------------------------------------------
 
@@ -88,7 +97,15 @@ class Claims:
         return self.ready.popleft()
 
     async def claim(self) -> WorkItem:
-        """The next due item, claimed for this consumer; waits for one."""
+        """The next due item, claimed for this consumer; waits for one.
+
+        Each waiting consumer has an item asked for in the store (the claims of
+        consumers that wait together share a batch); when the store had none due,
+        one of them polls and the others wait for it.
+        """
+        if self.ready:
+            # Nothing to wait for, but a cancelled caller must not take an item.
+            await anyio.lowlevel.checkpoint_if_cancelled()
         while True:
             if self.closed:
                 raise PoolClosedError(_CLOSED)
@@ -96,46 +113,61 @@ class Claims:
                 return self.ready.popleft()
             self._waiting += 1
             try:
-                if self._fetching:
-                    if self._arrived is None:
-                        self._arrived = anyio.Event()
-                    await self._arrived.wait()
+                if self._maybe_due:
+                    wanted = self._waiting - self._asked
+                    if wanted > 0:
+                        self._ask(wanted)
+                    await self._arrival().wait()
+                elif self._polling:
+                    await self._arrival().wait()
                 else:
-                    self._fetching = True
+                    self._polling = True
                     try:
-                        await self._fetch()
+                        await self._poll()
                     finally:
-                        self._fetching = False
-                        arrived, self._arrived = self._arrived, None
-                        if arrived is not None:
-                            arrived.set()
+                        self._polling = False
+                        self._arrive()
             finally:
                 self._waiting -= 1
 
-    async def _fetch(self) -> None:
-        """Claim for the waiting consumers, or wait until something may be due."""
+    def _arrival(self) -> anyio.Event:
+        arrived = self._arrived
+        if arrived is None:
+            arrived = self._arrived = anyio.Event()
+        return arrived
+
+    def _arrive(self) -> None:
+        arrived, self._arrived = self._arrived, None
+        if arrived is not None:
+            arrived.set()
+
+    def _ask(self, count: int) -> None:
+        """Claim *count* due items in the store's next batch."""
         if self.post is None:
             self.post = loop_poster()
-        if self._maybe_due:
-            done = self._claim_done = anyio.Event()
-            request = self._claim = Request(
-                sql.claim,
-                (self._waiting, self._lease),
-                after=self._restore_all,
-                notify=self._claimed,
-                post=self.post,
-            )
-            self._store.submit(request)
-            await done.wait()
-            return
+        request = Request(
+            sql.claim,
+            (count, self._lease),
+            after=self._restore_all,
+            notify=self._claimed,
+            post=self.post,
+        )
+        self._asked += count
+        self._claims.add(request)
+        self._store.submit(request)
+
+    async def _poll(self) -> None:
+        """Wait until something may be due: the next due time, a wake-up (work stored
+        or released here), or a poll interval (work stored by other processes)."""
         next_due = await self._store.call(sql.next_due, writes=False)
-        wait = POLL if next_due is None else min(POLL, next_due - time.time())
-        if wait > 0:
-            if self._wakeup is None:
-                self._wakeup = anyio.Event()
-            with anyio.move_on_after(wait):
-                await self._wakeup.wait()
-        self._maybe_due = True
+        now = time.time()
+        if next_due is not None and next_due <= now:
+            self._maybe_due = True
+            return
+        if self._wakeup is None:
+            self._wakeup = anyio.Event()
+        with anyio.move_on_after(POLL if next_due is None else min(POLL, next_due - now)):
+            await self._wakeup.wait()
 
     def _restore_all(self, rows: list[sql.Claimed]) -> list[WorkItem]:
         # In the store's thread, after the commit: decoding stays off the event loop.
@@ -144,17 +176,21 @@ class Claims:
 
     def _claimed(self, request: Request) -> None:
         """A claim's result, on the event loop (even if the consumer that asked left)."""
-        self._claim = None
-        done, self._claim_done = self._claim_done, None
-        if done is not None:
-            done.set()
+        asked = request.args[0]
+        self._asked -= asked
+        self._claims.discard(request)
+        if not self._claims:
+            landed, self._landed = self._landed, None
+            if landed is not None:
+                landed.set()
+        self._arrive()
         if request.error is not None:
             if not request.cancelled:
                 logger.error("claiming from %s failed: %r", self._label, request.error)
             self._maybe_due = False
             return
         items: list[WorkItem] = request.result
-        if len(items) < request.args[0]:
+        if len(items) < asked:
             self._maybe_due = False
         held = self.held
         for item in items:
@@ -166,9 +202,11 @@ class Claims:
             self.ready.extend(items)
 
     async def claim_landed(self) -> None:
-        """Wait for the claim in flight, if any, to be taken (or handed back)."""
-        while self._claim_done is not None:
-            await self._claim_done.wait()
+        """Wait until no claim is in flight (what they claimed is handed back)."""
+        while self._claims:
+            if self._landed is None:
+                self._landed = anyio.Event()
+            await self._landed.wait()
 
     # -- settling ------------------------------------------------------------------------
 
@@ -217,31 +255,55 @@ class Claims:
             )
             return
         self.pending += 1
-        self._store.submit(
-            Request(sql.settle, ([settlement],), notify=self._settled, post=self.post)
-        )
+        # Outcomes wait in the outbox for one request that writes them all: one
+        # wake-up of the store's thread for many settlements.
+        with self._outbox_lock:
+            self._outbox.append(settlement)
+            if self._flush_queued:
+                return
+            self._flush_queued = True
+        self._store.submit(Request(self._flush, ([],), notify=self._flushed, post=self.post))
 
-    def _settled(self, request: Request) -> None:
-        self.pending -= 1
-        [settlement] = request.args[0]
+    def _take_outbox(self) -> list[sql.Settlement]:
+        with self._outbox_lock:
+            taken, self._outbox = self._outbox, []
+            self._flush_queued = False
+        return taken
+
+    def _flush(self, batch: sql.Batch, taken: list[sql.Settlement]) -> list[sql.Settlement]:
+        """In the store's thread: write the outbox (the same outcomes again when a
+        failed batch is retried); return those whose claim was lost."""
+        if not taken:
+            taken.extend(self._take_outbox())
+        return sql.settle(batch, taken)
+
+    def _flushed(self, request: Request) -> None:
+        taken: list[sql.Settlement] = request.args[0]
+        if not taken:  # never ran (the store was closed while unavailable)
+            taken = self._take_outbox()
+        self.pending -= len(taken)
         if request.error is not None:
             logger.error(
-                "writing the outcome of %s to %s failed; it is delivered again once its "
-                "lease expires: %r",
-                settlement.id,
+                "writing %d outcome(s) to %s failed; those items are delivered again once "
+                "their lease expires: %r",
+                len(taken),
                 self._label,
                 request.error,
             )
-        elif request.result:
-            logger.warning(
-                "the outcome of %s (%s) was not written: its lease had expired and it was "
-                "claimed again; it may run twice (make tasks idempotent, or raise lease=)",
-                settlement.id,
-                settlement.kind,
-            )
-        kind = settlement.kind
-        if kind in ("released", "unclaim") or (kind == "rescheduled" and settlement.delay <= 0):
-            self.wake(due=True)
+        else:
+            for settlement in request.result:
+                logger.warning(
+                    "the outcome of %s (%s) was not written: its lease had expired and it "
+                    "was claimed again; it may run twice (make tasks idempotent, or raise "
+                    "lease=)",
+                    settlement.id,
+                    settlement.kind,
+                )
+        for settlement in taken:
+            kind = settlement.kind
+            if kind in ("released", "unclaim") or (kind == "rescheduled" and settlement.delay <= 0):
+                self.wake(due=True)
+                break
         room, self._room = self._room, None
         if room is not None:
             room.set()
@@ -271,8 +333,7 @@ class Claims:
         self.closed = True
         while self.ready:
             self.unclaim(self.ready.popleft())
-        claim = self._claim
-        if claim is not None:
+        for claim in self._claims:
             claim.cancelled = True  # the store skips it unless it ran already
         self.wake(due=False)
         for event in (self._arrived, self._room):
@@ -291,11 +352,12 @@ class Claims:
             await anyio.sleep(tick)
             held = [(str(item.id), item.receipt) for item in self.held.values()]
             try:
-                lost, (queued, _) = await self._store.call(_housekeeping, held, lease)
+                lost = await self._store.call(sql.renew, held, lease) if held else []
+                # read after the commit, outside the write lock
+                self.queued, _ = await self._store.call(sql.counts, writes=False)
             except Exception:
                 logger.exception("renewing the leases of %s failed", self._label)
                 continue
-            self.queued = queued
             for message_id in lost:
                 key = UUID(message_id)
                 item = self.held.get(key)
@@ -317,10 +379,3 @@ class Claims:
                 if unfinished == 0:
                     return
             await anyio.sleep(POLL / 2)
-
-
-def _housekeeping(
-    batch: sql.Batch, held: list[tuple[str, int]], lease: float
-) -> tuple[list[str], tuple[int, int]]:
-    lost = sql.renew(batch, held, lease) if held else []
-    return lost, sql.counts(batch)

@@ -261,10 +261,10 @@ class Settlement:
     reported: int = 0  # the dead letter's deliveries
 
 
-def settle(batch: Batch, settlements: Sequence[Settlement]) -> int:
-    """Write outcomes; return how many no longer matched their claim (lease lost)."""
+def settle(batch: Batch, settlements: Sequence[Settlement]) -> list[Settlement]:
+    """Write outcomes; return those that no longer matched their claim (lease lost)."""
     conn, owner, now = batch.conn, batch.owner, batch.now
-    lost = 0
+    lost = []
     for s in settlements:
         mine = (s.id, owner, s.deliveries)
         kind = s.kind
@@ -286,7 +286,7 @@ def settle(batch: Batch, settlements: Sequence[Settlement]) -> int:
             due = now + s.delay
             changed = conn.execute(_RESCHEDULE, (due, due, s.attempts, *mine)).rowcount
         if changed == 0:
-            lost += 1
+            lost.append(s)
     return lost
 
 

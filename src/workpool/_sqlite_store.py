@@ -83,6 +83,7 @@ class Request:
         "args",
         "cancelled",
         "deadline",
+        "done",
         "error",
         "notify",
         "op",
@@ -110,6 +111,7 @@ class Request:
         self.notify = notify
         self.post = post
         self.cancelled = False
+        self.done = False  # notified
         self.result: Any = None
         self.error: BaseException | None = None
 
@@ -226,9 +228,10 @@ class SqliteStore:
         if worker is None:
             return
         event = anyio.Event()
-        worker.requests.put(
-            Request(None, writes=False, notify=lambda _: event.set(), post=loop_poster())
+        marker = worker.marker = Request(
+            None, writes=False, notify=lambda _: event.set(), post=loop_poster()
         )
+        worker.requests.put(marker)
         self._worker = None  # what comes after goes to a new thread
         try:
             await event.wait()
@@ -242,8 +245,15 @@ class SqliteStore:
             while True:
                 batch = [worker.requests.get()]
                 worker.take_more(batch)
-                self._run(worker, batch)
-                if worker.abort.is_set():
+                try:
+                    self._run(worker, batch)
+                except Exception as exc:  # a bug: fail the batch, keep the thread
+                    logger.exception("the SQLite store %s failed a batch", self._label)
+                    for request in batch:
+                        request.error = exc
+                    self._notify(batch)
+                    worker.rollback()
+                if worker.abort.is_set() or (worker.marker is not None and worker.marker in batch):
                     rest: list[Request] = []
                     worker.take_more(rest)
                     for request in rest:
@@ -256,58 +266,71 @@ class SqliteStore:
             worker.close()
 
     def _run(self, worker: _Worker, batch: list[Request]) -> None:
+        """Run a batch: the writes in one transaction, then the reads (outside it);
+        through an outage, retry what is not done yet."""
         backoff = _BACKOFF_FIRST
         while True:
-            now = time.monotonic()
-            live: list[Request] = []
-            ended: list[Request] = []
-            for request in batch:
-                if request.cancelled:
-                    request.error = _SKIPPED
-                    ended.append(request)
-                elif request.deadline is not None and now > request.deadline:
-                    request.error = ChannelUnavailableError(
-                        f"the SQLite store {self._label} stayed unavailable: {self.last_error}"
-                    )
-                    ended.append(request)
-                else:
-                    live.append(request)
-            if ended:
-                self._notify(ended)
-            if not live:
+            batch = self._live(batch)
+            if not batch:
                 return
-            batch = live
             try:
-                self._execute(worker, live)
+                writers = [request for request in batch if request.writes]
+                if writers:
+                    self._execute(worker, writers, transaction=True)
+                    batch = [request for request in batch if not request.writes]
+                    self._recovered()
+                    self._notify(writers)
+                if batch:
+                    self._execute(worker, batch, transaction=False)
             except Exception as exc:
                 if not _is_store_error(exc):
                     raise
                 worker.rollback()
                 self._outage(exc)
                 if worker.abort.wait(backoff):
-                    for request in live:
+                    for request in batch:
                         request.error = ChannelUnavailableError(
                             f"the SQLite store {self._label} was closed while unavailable: "
                             f"{self.last_error}"
                         )
-                    self._notify(live)
+                    self._notify(batch)
                     return
                 backoff = min(backoff * 2, _BACKOFF_MAX)
                 worker.take_more(batch)  # what arrived meanwhile is tried with it
                 continue
             self._recovered()
-            self._notify(live)
+            self._notify(batch)
             return
 
-    def _execute(self, worker: _Worker, live: list[Request]) -> None:
+    def _live(self, batch: list[Request]) -> list[Request]:
+        """The requests still to run; those cancelled or past their deadline are
+        told so at once."""
+        now = time.monotonic()
+        live: list[Request] = []
+        ended: list[Request] = []
+        for request in batch:
+            if request.cancelled:
+                request.error = _SKIPPED
+                ended.append(request)
+            elif request.deadline is not None and now > request.deadline:
+                request.error = ChannelUnavailableError(
+                    f"the SQLite store {self._label} stayed unavailable: {self.last_error}"
+                )
+                ended.append(request)
+            else:
+                live.append(request)
+        if ended:
+            self._notify(ended)
+        return live
+
+    def _execute(self, worker: _Worker, requests: list[Request], *, transaction: bool) -> None:
         conn = worker.conn
         if conn is None:
             conn = worker.conn = self._connect()
-        writes = any(request.writes for request in live)
-        if writes:
+        if transaction:
             conn.execute("BEGIN IMMEDIATE")
         batch = Batch(conn, self._queue_name, self._owner)
-        for request in live:
+        for request in requests:
             op = request.op
             if op is None:
                 continue
@@ -318,9 +341,9 @@ class SqliteStore:
                 if _is_store_error(exc):
                     raise
                 request.error = exc
-        if writes:
+        if transaction:
             conn.execute("COMMIT")
-        for request in live:
+        for request in requests:
             after = request.after
             if after is not None and request.error is None:
                 try:
@@ -367,6 +390,9 @@ class SqliteStore:
     def _notify(self, batch: Iterable[Request]) -> None:
         by_loop: dict[Post, list[Request]] = {}
         for request in batch:
+            if request.done:
+                continue
+            request.done = True
             post = request.post
             if post is not None:
                 by_loop.setdefault(post, []).append(request)
@@ -379,13 +405,14 @@ class SqliteStore:
 class _Worker:
     """One connection thread's own state: its queue, its connection, its abort flag."""
 
-    __slots__ = ("abort", "conn", "requests", "thread")
+    __slots__ = ("abort", "conn", "marker", "requests", "thread")
 
     def __init__(self) -> None:
         self.requests: queue.SimpleQueue[Request] = queue.SimpleQueue()
         self.abort = threading.Event()
         self.conn: sqlite3.Connection | None = None
         self.thread: threading.Thread | None = None
+        self.marker: Request | None = None  # `SqliteStore.stop`'s: the last request
 
     def take_more(self, batch: list[Request]) -> None:
         """Add what is queued already to *batch*, up to the batch size."""

@@ -28,14 +28,15 @@ from ._checks import check_count, check_seconds, check_timeout
 from ._exceptions import PoolClosedError, QueueFullError
 from ._full import FullMode
 from ._item import WorkItem, new_uuid4
-from ._open import mask_url
+from ._redis_adder import Adder
 from ._redis_consumer import RedisConsumer
 from ._redis_message import Outage, backoff, dead_letter_from, milliseconds
-from ._redis_store import RedisStore
+from ._redis_store import RedisStore, mask_url
 from ._task import TaskCall, encode_call
+from ._urls import mask_url
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Collection, Mapping
+    from collections.abc import Callable, Collection, Mapping, Sequence
 
     from ._hooks import Hook
     from ._payload import DeadLetter
@@ -126,6 +127,7 @@ class RedisChannel:
         self._enqueued = 0
         self._rejected = 0
         self._drop_hooks: list[Hook] = []
+        self._adder = Adder(self._write)
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> RedisChannel:
@@ -137,7 +139,8 @@ class RedisChannel:
         for name, value in query:
             if name == "queue":
                 options.setdefault("queue", value)
-        return cls(urlunsplit(parts._replace(query=urlencode(rest))), **options)
+        bare = urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(rest), parts.fragment))
+        return cls(bare, **options)
 
     @property
     def url(self) -> str:
@@ -231,7 +234,8 @@ class RedisChannel:
         payload = encode_call(work, max_bytes=self.max_message_bytes)
         message_id = new_uuid4()
         parent = parent_session.id.hex if parent_session is not None else ""
-        fields = (
+        message = (
+            message_id.hex,
             work.name,
             payload,
             "0",
@@ -239,8 +243,9 @@ class RedisChannel:
             "" if timeout is None else repr(timeout),
             key or "",
             parent,
+            delay_ms,
         )
-        code, value = await self._add(message_id.hex, fields, delay_ms)
+        code, value = await self._add(message)
         item_id = message_id
         if code == _KEY_TAKEN:
             item_id = UUID(hex=value.decode())
@@ -258,23 +263,13 @@ class RedisChannel:
             key=key,
         )
 
-    async def _add(self, message_id: str, fields: tuple[Any, ...], delay_ms: int) -> Any:
-        """Run the add script until Redis has the message (or refuses it for good)."""
-        store = self._store
-        await store.ensure()
-        capacity = -1 if self._capacity is None else self._capacity
-        seen_ms = milliseconds(self.outage_timeout * 2 + 60)
+    async def _add(self, message: tuple[Any, ...]) -> tuple[int, bytes]:
+        """Store *message* (with the enqueue calls made meanwhile): until Redis has it,
+        or refuses it for good."""
+        await self._store.ensure()
         full_waits = backoff(0.01, 0.5)
-
-        async def add() -> Any:
-            return await store.add(
-                message_id, fields, delay_ms=delay_ms, capacity=capacity, seen_ms=seen_ms
-            )
-
         while True:
-            # Safe to retry: the script does nothing the second time (the seen key).
-            code, value = await self._consumer.retrying(add, "enqueue")
-            code = int(code)
+            code, value = await self._adder.add(message)
             if code != _FULL:
                 return code, value
             if self.full_mode is FullMode.REJECT:
@@ -285,6 +280,18 @@ class RedisChannel:
             await anyio.sleep(next(full_waits))
             if self._closed:
                 raise PoolClosedError("the Redis channel is closed: it accepts nothing more")
+
+    async def _write(self, messages: list[Sequence[Any]]) -> list[tuple[int, bytes]]:
+        store = self._store
+        capacity = -1 if self._capacity is None else self._capacity
+        seen_ms = milliseconds(self.outage_timeout * 2 + 60)
+
+        async def add() -> list[tuple[int, bytes]]:
+            return await store.add(messages, capacity=capacity, seen_ms=seen_ms)
+
+        # Safe to retry: the script adds nothing twice (a seen key per message id).
+        written: list[tuple[int, bytes]] = await self._consumer.retrying(add, "enqueueing")
+        return written
 
     def enqueue_nowait(self, *args: Any, **kwargs: Any) -> WorkItem:
         """Not supported: storing a message in Redis needs a round trip."""

@@ -14,6 +14,7 @@ import uuid
 from typing import TYPE_CHECKING
 
 import pytest
+
 from tests.redis.helpers import PORT
 from tests.redis.resp import RedisServer, command
 

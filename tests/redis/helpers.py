@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from tests.redis import jobs
 from tests.redis.resp import command
-
 from workpool._task import resolve_tasks
 
 PORT = 6379

@@ -7,8 +7,8 @@ import time
 from typing import TYPE_CHECKING
 
 import anyio
-from tests.redis.resp import command
 
+from tests.redis.resp import command
 from workpool import RetryPolicy, task
 
 if TYPE_CHECKING:

@@ -17,7 +17,6 @@ import anyio
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the project root
 
 from tests.redis import jobs
-
 from workpool import WorkerPool
 from workpool.redis import RedisChannel
 

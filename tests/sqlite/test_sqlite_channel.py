@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import math
 import sqlite3
+import threading
 import time
 from typing import TYPE_CHECKING
 from uuid import UUID
@@ -56,6 +57,10 @@ async def noop(scope: Scope, stopping: StopToken) -> None:
 async def claim(channel: SqliteChannel) -> WorkItem:
     with anyio.fail_after(10):
         return await channel.claim()
+
+
+def store_threads() -> int:
+    return sum(1 for t in threading.enumerate() if t.name.startswith("workpool sqlite"))
 
 
 async def nothing_due(channel: SqliteChannel) -> bool:
@@ -408,3 +413,65 @@ async def test_two_channels_share_a_file(make_channel: MakeChannel) -> None:
             tg.start_soon(consume, first)
             tg.start_soon(consume, second)
     assert sorted(seen) == sorted(ids)
+
+
+async def test_file_settings_and_thread_end(make_channel: MakeChannel, db: Path) -> None:
+    """The file is in WAL mode; the connection thread ends at aclose, and a later
+    dead-letter call starts one again (ended by the next aclose)."""
+    channel = make_channel(synchronous="full")
+    await channel.enqueue(add.bind(1))
+    assert store_threads() == 1
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    conn.close()
+    await channel.aclose()
+    await channel.aclose()  # idempotent
+    with anyio.fail_after(10):
+        while store_threads():
+            await anyio.sleep(0.01)
+    assert await channel.dead_letters() == []
+    await channel.aclose()
+    with anyio.fail_after(10):
+        while store_threads():
+            await anyio.sleep(0.01)
+    with pytest.raises(PoolClosedError):
+        await channel.enqueue(add.bind(2))
+
+
+async def test_cancelled_claims_lose_nothing(make_channel: MakeChannel) -> None:
+    """Consumers cancelled while their claims are in flight leave the items claimable:
+    handed out to the next claim, or handed back at close."""
+    channel = make_channel()
+    ids = {(await channel.enqueue(add.bind(i))).id for i in range(3)}
+    await channel.open(TASKS)
+    for _ in range(5):
+        with anyio.move_on_after(0):
+            await channel.claim()
+    got = [await claim(channel)]
+    await channel.aclose()
+    other = make_channel()
+    await other.open(TASKS)
+    got += [await claim(other), await claim(other)]
+    assert {item.id for item in got} == ids
+    assert [item.deliveries for item in got] == [1, 1, 1]
+    for item in got[1:]:
+        other.settle(item, Settle.DONE)
+
+
+async def test_queues_in_one_file_are_separate(make_channel: MakeChannel) -> None:
+    """Items, keys and dead letters belong to their queue."""
+    mail, billing = make_channel(queue="mail"), make_channel(queue="billing")
+    first = await mail.enqueue(add.bind(1), key="k")
+    second = await billing.enqueue(add.bind(2), key="k")
+    assert first.id != second.id
+    await billing.open(TASKS)
+    claimed = await claim(billing)
+    assert claimed.id == second.id
+    billing.settle(claimed, Settle.DEAD, reason="failed", error=ValueError("no"))
+    with anyio.fail_after(10):
+        await billing.join()
+    assert [letter.id for letter in await billing.dead_letters()] == [second.id]
+    assert await mail.dead_letters() == []
+    assert await mail.replay() == 0
+    await mail.open(TASKS)
+    mail.settle(await claim(mail), Settle.DONE)

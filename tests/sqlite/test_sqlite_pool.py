@@ -7,10 +7,11 @@ import sqlite3
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import anyio.to_thread
 import pytest
 from tenacity import stop_after_attempt, wait_fixed
-from tests.helpers.accounting import assert_delivered_accounted
 
+from tests.helpers.accounting import assert_delivered_accounted
 from workpool import (
     ChannelUnavailableError,
     DeadLetter,
@@ -294,3 +295,19 @@ async def test_outage(
     assert [r.levelno for r in recoveries] == [logging.INFO]
     assert_delivered_accounted(pool)
     assert await channel.dead_letters() == []
+
+
+async def test_enqueue_from_a_thread(make_channel: MakeChannel) -> None:
+    """enqueue_threadsafe stores a task call from another thread; the item has its id."""
+    pool = WorkerPool(channel=make_channel(), tasks=TASKS)
+    with anyio.fail_after(30):
+        async with pool:
+
+            def produce() -> list[WorkItem]:
+                return [pool.enqueue_threadsafe(collect.bind("thread", n)) for n in range(5)]
+
+            items = await anyio.to_thread.run_sync(produce)
+            await pool.join()
+    assert len({item.id for item in items}) == 5
+    assert sorted(n for n, _, _ in runs["thread"]) == list(range(5))
+    assert_delivered_accounted(pool)

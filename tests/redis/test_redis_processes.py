@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING
 
 import anyio
 import pytest
+
 from tests.redis import jobs
 from tests.redis.helpers import PORT, pending, stream_length
-
 from workpool.redis import RedisChannel
 
 if TYPE_CHECKING:

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 import anyio
 import pytest
+
 from tests.helpers.accounting import assert_delivered_accounted
 from tests.redis import jobs
-from tests.redis.helpers import TASKS, pending, stream_length
-
+from tests.redis.helpers import PORT, TASKS, pending, stream_length
+from tests.redis.resp import command
 from workpool import WorkerPool
 from workpool.redis import RedisChannel
 
@@ -138,4 +140,24 @@ async def test_items_released_at_shutdown_are_taken_at_once_by_another_pool(
     assert one.stats().released == 1
     assert_delivered_accounted(one)
     assert_delivered_accounted(two)
+    assert stream_length(queue) == 0
+
+
+async def test_a_lost_consumer_group_is_recreated_and_logged_as_a_loss(
+    redis_server: str, queue: str, workpool_logs: pytest.LogCaptureFixture
+) -> None:
+    channel = RedisChannel(redis_server, queue=queue)
+    async with WorkerPool(channel=channel, tasks=[jobs], consumers=2) as pool:
+        await pool.enqueue(jobs.record.bind(1))
+        await wait_until(lambda: len(jobs.RAN) == 1)
+        command(PORT, "XGROUP", "DESTROY", f"workpool:{{{queue}}}:stream", "workpool")
+        await wait_until(
+            lambda: any("lost its consumer group" in r.getMessage() for r in workpool_logs.records)
+        )
+        await pool.enqueue(jobs.record.bind(2))
+        await wait_until(lambda: len(jobs.RAN) == 2)
+    errors = [r for r in workpool_logs.records if "lost its consumer group" in r.getMessage()]
+    assert errors
+    assert errors[0].levelno == logging.ERROR
+    assert sorted(n for n, _, _ in jobs.RAN) == [1, 2]
     assert stream_length(queue) == 0

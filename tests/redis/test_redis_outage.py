@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING
 
 import anyio
 import pytest
+
 from tests.redis import jobs
 from tests.redis.helpers import pending, stream_length
-
 from workpool import ChannelUnavailableError, WorkerPool
 from workpool.redis import RedisChannel
 

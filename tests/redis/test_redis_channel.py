@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Any
+import logging
+import socket
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import pytest
+
 from tests.redis import jobs
 from tests.redis.helpers import PORT, TASKS, pending, stream_length
 from tests.redis.resp import command
-
-from workpool import PoolClosedError, QueueFullError, RetryPolicy
+from workpool import ChannelUnavailableError, PoolClosedError, QueueFullError, RetryPolicy
 from workpool._seam import Settle
 from workpool.redis import RedisChannel
+
+if TYPE_CHECKING:
+    from workpool import WorkItem
 
 # -- construction ----------------------------------------------------------------------
 
@@ -44,6 +49,8 @@ def test_the_password_never_shows() -> None:
     assert "hunter2" not in repr(channel)
     assert "hunter2" not in channel.url
     assert channel.url == "rediss://app:***@redis.internal:6380/2"
+    bare = RedisChannel("redis://hunter2@redis.internal/0?password=hunter3&db=1")
+    assert bare.url == "redis://***@redis.internal/0?password=***&db=1"
 
 
 def test_from_url_takes_the_queue_from_the_query() -> None:
@@ -205,18 +212,19 @@ async def test_unknown_tasks_and_bad_payloads_are_rejected_at_claim(
     ]
     for number, (name, args) in enumerate(stored):
         command(PORT, "XADD", stream, "*", "id", f"{number:032x}", "name", name, "args", args)
+    command(PORT, "XADD", stream, "*", "something", "else")  # not a workpool message
     channel = RedisChannel(redis_server, queue=queue)
     try:
         await channel.open(TASKS)
         reasons = []
-        for _ in range(3):
+        for _ in range(4):
             item = await channel.claim()
             assert item.rejection is not None
             reasons.append(item.rejection[0])
             channel.settle(item, Settle.DEAD, reason=item.rejection[0], error=item.rejection[1])
     finally:
         await channel.aclose()
-    assert reasons == ["unknown_task", "bad_payload", "bad_payload"]
+    assert reasons == ["unknown_task", "bad_payload", "bad_payload", "bad_payload"]
     inspect = RedisChannel(redis_server, queue=queue)
     try:
         letters = await inspect.dead_letters()
@@ -304,3 +312,56 @@ async def test_items_read_but_never_handed_out_are_given_back_at_close(
         await first.aclose()
     assert pending(queue) == 0
     assert stream_length(queue) == 1
+
+
+@pytest.mark.anyio
+async def test_concurrent_enqueues_keep_keys_and_capacity_exact(
+    redis_server: str, queue: str
+) -> None:
+    channel = RedisChannel(redis_server, queue=queue, capacity=10, full_mode="reject")
+    try:
+        same_key: list[WorkItem] = []
+        outcomes: list[str] = []
+
+        async def keyed(n: int) -> None:
+            same_key.append(await channel.enqueue(jobs.record.bind(n), key="one"))
+
+        async def plain(n: int) -> None:
+            try:
+                await channel.enqueue(jobs.record.bind(n))
+            except QueueFullError:
+                outcomes.append("full")
+            else:
+                outcomes.append("ok")
+
+        await keyed(-1)  # the key is taken first; the others get its item, even when full
+        async with anyio.create_task_group() as group:
+            for n in range(20):
+                group.start_soon(keyed, n)
+            for n in range(30):
+                group.start_soon(plain, n)
+        assert len({item.id for item in same_key}) == 1
+        assert outcomes.count("ok") == 9  # the keyed one took the tenth place
+        assert outcomes.count("full") == 21
+        assert await channel.unfinished() == 10
+    finally:
+        await channel.aclose()
+
+
+@pytest.mark.anyio
+async def test_enqueue_gives_up_when_redis_cannot_be_reached(
+    workpool_logs: pytest.LogCaptureFixture,
+) -> None:
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    channel = RedisChannel(f"redis://:hunter2@127.0.0.1:{port}/0", outage_timeout=0.3)
+    try:
+        for _ in range(2):
+            with pytest.raises(ChannelUnavailableError, match="unreachable"):
+                await channel.enqueue(jobs.record.bind(1))
+    finally:
+        await channel.aclose()
+    warnings = [r for r in workpool_logs.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1  # one line for the outage, not one per attempt
+    assert "hunter2" not in workpool_logs.text
