@@ -201,10 +201,11 @@ def merge(runs: list[dict[str, Any]], *, replace: bool = False) -> dict[str, Any
     if replace:
         data = dict(runs[-1])
         data["earlier"] = []
+        measured = set(data["throughput"])
         for run in runs[:-1]:
             for key in ("throughput", "cpu", "latency", "rows"):
                 for label, value in run.get(key, {}).items():
-                    if label not in data["throughput"]:
+                    if label not in measured:
                         data.setdefault(key, {})
                         data[key] = {**data[key], label: value}
                         if key == "throughput":
