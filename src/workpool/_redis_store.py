@@ -14,7 +14,6 @@ import os
 import secrets
 import socket
 from typing import TYPE_CHECKING, Any, Final, TypeVar, final
-from urllib.parse import unquote
 
 import anyio
 import anyio.abc
@@ -41,7 +40,7 @@ if TYPE_CHECKING:
 
     from ._detached import Detached
 
-__all__ = ["GROUP", "RedisStore", "is_nogroup", "is_outage", "mask_url"]
+__all__ = ["GROUP", "RedisStore", "is_nogroup", "is_outage"]
 
 #: The consumer group of a queue (one per queue).
 GROUP: Final = "workpool"
@@ -123,26 +122,6 @@ def _client(url: str) -> coredis.Redis[bytes]:
     if pool.connection_class is TCPConnection:
         pool.connection_class = _Connection
     return client
-
-
-def mask_url(url: str) -> str:
-    """*url* with its password shown as ``***``: in the user info (a user info without
-    ``:`` is a bare password, masked whole) and in a ``?password=`` parameter."""
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        return url
-    head, qsep, query = rest.partition("?")
-    at = head.rfind("@")
-    if at >= 0:
-        user, colon, _ = head[:at].partition(":")
-        head = (f"{user}:***" if colon else "***") + head[at:]
-    if qsep:
-        parts = []
-        for part in query.split("&"):
-            name, eq, _ = part.partition("=")
-            parts.append(f"{name}=***" if eq and unquote(name) == "password" else part)
-        query = "&".join(parts)
-    return f"{scheme}{sep}{head}{qsep}{query}"
 
 
 @final

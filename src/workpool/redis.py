@@ -31,7 +31,7 @@ from ._item import WorkItem, new_uuid4
 from ._redis_adder import Adder
 from ._redis_consumer import RedisConsumer
 from ._redis_message import Outage, backoff, dead_letter_from, milliseconds
-from ._redis_store import RedisStore, mask_url
+from ._redis_store import RedisStore
 from ._task import TaskCall, encode_call
 from ._urls import mask_url
 
