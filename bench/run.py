@@ -519,8 +519,16 @@ def write_report(data: dict[str, Any]) -> None:
             f"![throughput against consumers]({CHART.name})",
             "",
         ]
-    RESULTS.write_text("\n".join(lines).rstrip() + "\n", encoding="utf-8")
+    RESULTS.write_text("\n".join(lines).rstrip() + "\n" + _kept_sections(), encoding="utf-8")
     print(f"wrote {RESULTS.relative_to(ROOT)}")
+
+
+def _kept_sections() -> str:
+    """The "Redis" section written by redis_peers.py, kept as it is."""
+    if not RESULTS.exists():
+        return ""
+    _, found, after = RESULTS.read_text(encoding="utf-8").partition("\n## Redis\n")
+    return f"\n## Redis\n{after.partition(chr(10) + '## ')[0].rstrip()}\n" if found else ""
 
 
 def write_chart(data: dict[str, Any]) -> None:

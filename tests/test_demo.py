@@ -17,7 +17,8 @@ import pytest
 from rich.console import Console
 
 from workpool import PoolStats
-from workpool._demo import EXIT_BAD_SETTINGS, DemoOptions, main, run_demo
+from workpool._cli import main
+from workpool._demo import EXIT_BAD_SETTINGS, DemoOptions, run_demo
 from workpool._demo_view import LiveView
 
 

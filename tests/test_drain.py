@@ -6,8 +6,8 @@ from typing import Any
 
 import anyio
 import pytest
-from tests.helpers.accounting import assert_accounted
 
+from tests.helpers.accounting import assert_accounted
 from workpool import (
     DrainReport,
     ItemState,

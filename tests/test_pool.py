@@ -7,8 +7,8 @@ from typing import Any
 
 import anyio
 import pytest
-from tests.helpers.accounting import assert_accounted
 
+from tests.helpers.accounting import assert_accounted
 from workpool import (
     FullMode,
     ItemState,

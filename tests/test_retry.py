@@ -18,10 +18,10 @@ from tenacity import (
     stop_after_delay,
     wait_fixed,
 )
-from tests.helpers.accounting import assert_accounted
-from tests.helpers.services import Connection, ConnectionTracker
 
 import workpool._retry
+from tests.helpers.accounting import assert_accounted
+from tests.helpers.services import Connection, ConnectionTracker
 from workpool import (
     DrainReport,
     ItemState,

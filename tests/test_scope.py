@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import pytest
 import svcs
-from tests.helpers.services import CountingFactory
 
+from tests.helpers.services import CountingFactory
 from workpool import (
     LogContextFilter,
     Scope,

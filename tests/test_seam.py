@@ -9,9 +9,9 @@ from uuid import UUID
 import anyio
 import pytest
 from tenacity import stop_after_attempt, wait_fixed
+
 from tests.helpers.accounting import assert_delivered_accounted
 from tests.helpers.durable import FakeDurableChannel
-
 from workpool import (
     BackgroundWorker,
     Channel,
@@ -61,14 +61,14 @@ class TestMemoryChannel:
             await worker.join()
         await worker.aclose()
 
-    async def test_delay_and_key_not_supported_yet(self) -> None:
-        """delay= and key= are accepted by the signature; memory does not do them yet."""
+    async def test_delay_and_key_in_memory(self) -> None:
+        """delay= and key= work in memory too (tests/test_delay_key.py has the rest)."""
         worker = BackgroundWorker()
-        with pytest.raises(NotImplementedError):
-            worker.enqueue_nowait(noop, delay=1.0)
-        with pytest.raises(NotImplementedError):
-            await worker.enqueue(noop, key="k")
-        assert worker.qsize() == 0
+        delayed = worker.enqueue_nowait(noop, delay=60.0, key="k")
+        assert await worker.enqueue(noop, key="k") is delayed
+        assert worker.qsize() == 1
+        with pytest.raises(anyio.WouldBlock):
+            worker.claim_nowait()
 
     def test_public_drop_hooks(self) -> None:
         """add_drop_hook/remove_drop_hook are public; a removed hook is not called."""

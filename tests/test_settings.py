@@ -15,6 +15,11 @@ from workpool._settings import PoolSettings, RetrySettings, SessionSettings
 CONFIG_DIR = Path(__file__).parent.parent / "config"
 
 DEFAULTS = {
+    "channel": "memory:",
+    "tasks": (),
+    "queue": None,
+    "lease": None,
+    "max_deliveries": None,
     "consumers": 4,
     "capacity": 1000,
     "full_mode": FullMode.WAIT,
@@ -307,7 +312,7 @@ def test_unknown_variable_warns_with_the_closest_name(
 def test_unknown_variable_far_from_any_lists_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     """An unknown WORKPOOL_ name like no setting at all lists the settings instead."""
     monkeypatch.setenv("WORKPOOL_ZZZ", "1")
-    with pytest.warns(UserWarning, match=r"WORKPOOL_ZZZ .* the settings are WORKPOOL_CONSUMERS, "):
+    with pytest.warns(UserWarning, match=r"WORKPOOL_ZZZ .* the settings are WORKPOOL_CHANNEL, "):
         PoolSettings()
 
 

@@ -7,8 +7,8 @@ import threading
 import anyio
 import anyio.to_thread
 import pytest
-from tests.helpers.accounting import assert_accounted
 
+from tests.helpers.accounting import assert_accounted
 from workpool import (
     FullMode,
     ItemState,

@@ -22,6 +22,7 @@ from ._item import ItemState as ItemState
 from ._item import Work as Work
 from ._item import WorkItem as WorkItem
 from ._log import LogContextFilter as LogContextFilter
+from ._open_channel import open_channel as open_channel
 from ._pool import WorkerPool as WorkerPool
 from ._retry import RetryPolicy as RetryPolicy
 from ._retry import retry_policy as retry_policy
@@ -36,6 +37,7 @@ from ._session import SessionManager as SessionManager
 from ._settings import PoolSettings as PoolSettings
 from ._settings import RetrySettings as RetrySettings
 from ._settings import SessionSettings as SessionSettings
+from ._sqlite import SqliteChannel as SqliteChannel
 from ._stats import DrainReport as DrainReport
 from ._stats import PoolStats as PoolStats
 from ._stats import TimingSummary as TimingSummary
@@ -67,6 +69,7 @@ __all__ = [
     "SessionManager",
     "SessionSettings",
     "SettingsError",
+    "SqliteChannel",
     "StopToken",
     "Task",
     "TaskCall",
@@ -77,6 +80,7 @@ __all__ = [
     "WorkpoolError",
     "current_scope",
     "exit_status",
+    "open_channel",
     "retry_policy",
     "run_until_signalled",
     "serve_until_signalled",

@@ -1,10 +1,10 @@
-"""``python -m workpool``: the command line (``python -m workpool demo``)."""
+"""``python -m workpool``: the command line (``demo``, ``worker``, ``dead``)."""
 
 from __future__ import annotations
 
 import sys
 
-from ._demo import main
+from ._cli import main
 
 __all__ = ["main"]
 

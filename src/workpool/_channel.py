@@ -9,48 +9,30 @@ from __future__ import annotations
 
 import math
 import time
-from collections import deque
-from typing import TYPE_CHECKING, Any, final
+from typing import TYPE_CHECKING, final
 
 import anyio
 import anyio.lowlevel
 
-from ._checks import check_count, check_timeout
+from ._delayed import delay_seconds, make_item
 from ._exceptions import PoolClosedError, QueueFullError
-from ._full import DropHooks, FullMode, parse_full_mode
+from ._full import FullMode, parse_full_mode
 from ._item import ItemState, Work, WorkItem
 from ._log import logger
+from ._memory import MemoryChannelBase
 from ._seam import Channel, Settle
 from ._session import hold_parent
 from ._waiters import forget, wake_all, wake_first
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
-
-    from ._hooks import Hook, Spawn
     from ._retry import RetryPolicy
     from ._session import Session
 
 __all__ = ["BackgroundWorker", "Channel", "FullMode", "Settle", "parse_full_mode"]
 
 
-def _make_item(
-    work: Work,
-    parent_session: Session | None,
-    retry: RetryPolicy | None,
-    timeout: float | None,
-    name: str | None,
-    delay: float | None,
-    key: str | None,
-) -> WorkItem:
-    if delay is not None or key is not None:
-        # TODO(delay/key): the in-memory channel gets delay= and key= next.
-        raise NotImplementedError("delay= and key= are not supported yet in memory")
-    return WorkItem(work, parent_session, retry=retry, timeout=timeout, name=name)
-
-
 @final
-class BackgroundWorker:
+class BackgroundWorker(MemoryChannelBase):
     """A bounded FIFO channel of `WorkItem`, usable with or without a pool.
 
     Hand it to producers the way the .NET code injects ``IBackgroundWorker``; a
@@ -69,104 +51,13 @@ class BackgroundWorker:
         ValueError: for a capacity below 1, an unknown mode, or a bad timeout.
     """
 
-    __slots__ = (
-        "_capacity",
-        "_closed",
-        "_dropped",
-        "_drops",
-        "_enqueue_timeout",
-        "_enqueued",
-        "_full_mode",
-        "_getters",
-        "_idle",
-        "_items",
-        "_putters",
-        "_rejected",
-        "_unfinished",
-    )
+    __slots__ = ()
 
     # Class attributes (not slots): the same for every in-memory channel.
     durable: bool = False
     """Items live in this process only."""
     max_local_backoff: float = math.inf
     """Every retry wait is slept in the consumer."""
-
-    def __init__(
-        self,
-        capacity: int = 1000,
-        full_mode: FullMode | str = FullMode.WAIT,
-        *,
-        enqueue_timeout: float | None = None,
-        on_drop: Hook | None = None,
-    ) -> None:
-        self._capacity = check_count(capacity, "capacity")
-        self._full_mode = parse_full_mode(full_mode)
-        self._enqueue_timeout = check_timeout(enqueue_timeout, "enqueue_timeout")
-        self._drops = DropHooks(on_drop)
-        self._items: deque[WorkItem] = deque()
-        self._getters: deque[anyio.Event] = deque()
-        self._putters: deque[anyio.Event] = deque()
-        self._idle: anyio.Event | None = None
-        self._closed = False
-        self._unfinished = 0
-        self._enqueued = 0
-        self._dropped = 0
-        self._rejected = 0
-
-    # -- introspection -------------------------------------------------------------
-
-    @property
-    def capacity(self) -> int:
-        """How many items may wait in the channel."""
-        return self._capacity
-
-    @property
-    def full_mode(self) -> FullMode:
-        """What ``enqueue`` does when the channel is full."""
-        return self._full_mode
-
-    @property
-    def enqueue_timeout(self) -> float | None:
-        """In ``WAIT`` mode, how long ``enqueue`` waits for room."""
-        return self._enqueue_timeout
-
-    @property
-    def closed(self) -> bool:
-        """Whether `close` was called."""
-        return self._closed
-
-    @property
-    def enqueued_total(self) -> int:
-        """Items accepted so far, including those dropped later."""
-        return self._enqueued
-
-    @property
-    def dropped_total(self) -> int:
-        """Items dropped so far by a ``DROP_*`` mode."""
-        return self._dropped
-
-    @property
-    def rejected_total(self) -> int:
-        """`QueueFullError` raised so far."""
-        return self._rejected
-
-    @property
-    def unfinished(self) -> int:
-        """Accepted items not yet finished: queued, or taken and not `task_done`."""
-        return self._unfinished
-
-    def qsize(self) -> int:
-        """How many items are waiting in the channel."""
-        return len(self._items)
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def __repr__(self) -> str:
-        return (
-            f"<BackgroundWorker {len(self._items)}/{self._capacity} "
-            f"{self._full_mode.value}{' closed' if self._closed else ''}>"
-        )
 
     # -- producers -----------------------------------------------------------------
 
@@ -194,11 +85,15 @@ class BackgroundWorker:
             retry: a `RetryPolicy` for this item, over the function's own.
             timeout: seconds each attempt may run before `TimeoutError`.
             name: a name for logs and metrics (default: the function's).
-            delay: seconds before the item may start (not supported yet in memory).
-            key: at most one unfinished item per key (not supported yet in memory).
+            delay: seconds after acceptance before the item may start; a delayed
+                item takes room in the channel like a queued one.
+            key: while an unfinished item (queued, delayed or running) holds this
+                key, nothing is added and that item is returned.
 
         Raises:
-            TypeError: *work* is not a work function (``None``, a coroutine object...).
+            TypeError: *work* is not a work function (``None``, a coroutine object...),
+                or *delay* / *key* has the wrong type.
+            ValueError: *delay* is negative or not finite, or *key* is empty.
             PoolClosedError: the channel is closed.
             QueueFullError: the channel is full and the mode says not to wait.
         """
@@ -206,23 +101,13 @@ class BackgroundWorker:
         if retry is None and timeout is None and name is None and delay is None and key is None:
             item = WorkItem(work, parent_session)
         else:
-            item = _make_item(work, parent_session, retry, timeout, name, delay, key)
+            item = make_item(work, parent_session, retry, timeout, name, key)
+            if delay is not None or key is not None:
+                return await self._enqueue_slow(item, delay_seconds(delay))
         if self._closed:
             raise self._closed_error()
-        if len(self._items) >= self._capacity:
-            if self._full_mode is FullMode.WAIT:
-                await self._wait_for_room()
-                item.enqueued_at = time.monotonic()  # accepted only now
-            else:
-                await anyio.lowlevel.checkpoint_if_cancelled()
-                dropped = self._make_room(item)
-                # Take the room before the hook can yield: another producer must not
-                # fill it meanwhile, nor may the channel close with the item half in.
-                if item.state is not ItemState.DROPPED:
-                    self._accept(item)
-                if dropped is not None:
-                    await self._drops.report(dropped)
-                return item
+        if len(self._items) >= self._room:
+            return await self._enqueue_slow(item, None)
         # With room, an enqueue neither waits nor checks for cancellation (like
         # asyncio.Queue.put): the item is accepted at once. Checking costs about
         # 1 us on asyncio, more than the rest of the enqueue. (_accept's body.)
@@ -249,7 +134,8 @@ class BackgroundWorker:
         """Queue *work* without waiting; as `enqueue`, but ``WAIT`` mode raises when full.
 
         Raises:
-            TypeError: *work* is not a work function.
+            TypeError: *work* is not a work function, or a bad *delay* / *key* type.
+            ValueError: a bad *delay* or *key* value.
             PoolClosedError: the channel is closed.
             QueueFullError: the channel is full in ``WAIT`` or ``REJECT`` mode.
         """
@@ -257,10 +143,49 @@ class BackgroundWorker:
         if retry is None and timeout is None and name is None and delay is None and key is None:
             item = WorkItem(work, parent_session)
         else:
-            item = _make_item(work, parent_session, retry, timeout, name, delay, key)
+            item = make_item(work, parent_session, retry, timeout, name, key)
+            if delay is not None or key is not None:
+                return self._enqueue_slow_nowait(item, delay_seconds(delay))
         if self._closed:
             raise self._closed_error()
-        if len(self._items) >= self._capacity:
+        if len(self._items) >= self._room:
+            return self._enqueue_slow_nowait(item, None)
+        self._accept(item)
+        return item
+
+    # The rare paths of enqueue*: delay= or key= (then *delay* is a number, 0.0 for
+    # none), or a full channel.
+
+    async def _enqueue_slow(self, item: WorkItem, delay: float | None) -> WorkItem:
+        if self._closed:
+            raise self._closed_error()
+        if delay is not None and (held := self._later.holder(item)) is not None:
+            return held
+        if len(self._items) >= self._room:
+            if self._full_mode is not FullMode.WAIT:
+                await anyio.lowlevel.checkpoint_if_cancelled()
+                dropped = self._make_room(item)
+                # Take the room before the hook can yield: another producer must not
+                # fill it meanwhile, nor may the channel close with the item half in.
+                if item.state is not ItemState.DROPPED:
+                    self._admit(item, delay)
+                if dropped is not None:
+                    await self._drops.report(dropped)
+                return item
+            await self._wait_for_room()
+            item.enqueued_at = time.monotonic()  # accepted only now
+            if delay is not None and (held := self._later.holder(item)) is not None:
+                wake_first(self._putters)  # the key was taken meanwhile: pass the room on
+                return held
+        self._admit(item, delay)
+        return item
+
+    def _enqueue_slow_nowait(self, item: WorkItem, delay: float | None) -> WorkItem:
+        if self._closed:
+            raise self._closed_error()
+        if delay is not None and (held := self._later.holder(item)) is not None:
+            return held
+        if len(self._items) >= self._room:
             if self._full_mode is FullMode.WAIT:
                 self._rejected += 1
                 raise QueueFullError(
@@ -269,11 +194,11 @@ class BackgroundWorker:
                 )
             dropped = self._make_room(item)
             if item.state is not ItemState.DROPPED:
-                self._accept(item)
+                self._admit(item, delay)
             if dropped is not None:
                 self._drops.report_nowait(dropped)
             return item
-        self._accept(item)
+        self._admit(item, delay)
         return item
 
     def _accept(self, item: WorkItem) -> None:
@@ -284,6 +209,23 @@ class BackgroundWorker:
         self._unfinished += 1
         if self._getters:
             wake_first(self._getters)
+
+    def _admit(self, item: WorkItem, delay: float | None) -> None:
+        """Accept an item on a rare path (*delay* as in `_enqueue_slow`)."""
+        if delay is not None:
+            self._later.hold_key(item)
+        if not delay:
+            self._sync_later()
+            self._accept(item)
+            return
+        if item.parent_session is not None:
+            hold_parent(item)
+        self._enqueued += 1
+        self._unfinished += 1
+        first = self._later.push(item, delay)
+        self._sync_later()
+        if first and self._getters:
+            wake_first(self._getters)  # a consumer waiting for an item re-times its wait
 
     async def _wait_for_room(self) -> None:
         timeout = self._enqueue_timeout
@@ -305,7 +247,7 @@ class BackgroundWorker:
             raise self._closed_error()
 
     async def _until_room(self) -> None:
-        while len(self._items) >= self._capacity:
+        while len(self._items) >= self._room:
             if self._closed:
                 raise self._closed_error()
             event = anyio.Event()
@@ -315,7 +257,7 @@ class BackgroundWorker:
             except BaseException:
                 if not event.is_set():
                     forget(self._putters, event)
-                elif len(self._items) < self._capacity:
+                elif len(self._items) < self._room:
                     # Woken and cancelled at once: pass the room on.
                     wake_first(self._putters)
                 raise
@@ -332,12 +274,16 @@ class BackgroundWorker:
         if mode is FullMode.DROP_WRITE:
             self._enqueued += 1  # accepted, and dropped at once
             dropped = item
-        elif mode is FullMode.DROP_OLDEST:
-            dropped = self._items.popleft()
+        else:
+            newest = mode is FullMode.DROP_NEWEST
+            if self._delaying:  # the oldest or newest may be a delayed item
+                dropped = self._later.evict(self._items, newest=newest)
+            else:
+                dropped = self._items.pop() if newest else self._items.popleft()
             self._unfinished -= 1
-        else:  # DROP_NEWEST
-            dropped = self._items.pop()
-            self._unfinished -= 1
+            if self._delaying or self._keyed:
+                self._later.free(dropped)
+                self._sync_later()
         dropped.state = ItemState.DROPPED
         self._dropped += 1
         logger.warning(
@@ -355,38 +301,52 @@ class BackgroundWorker:
     # -- consumers -----------------------------------------------------------------
 
     def dequeue_nowait(self) -> WorkItem:
-        """Take the oldest item at once.
+        """Take the oldest item that is due at once.
 
         Raises:
-            anyio.WouldBlock: the channel is empty (and open).
+            anyio.WouldBlock: nothing is due (and the channel is open, or holds
+                delayed items).
             PoolClosedError: the channel is closed and empty.
         """
+        if self._delaying:
+            self._promote()
         if self._items:
             item = self._items.popleft()
             if self._putters:
                 wake_first(self._putters)
             return item
-        if self._closed:
+        if self._closed and not self._delayed:
             raise PoolClosedError("the channel is closed and empty")
         raise anyio.WouldBlock
 
+    def _promote(self) -> None:
+        """Move the delayed items that are due to the ready queue."""
+        moved = self._later.promote(self._items, time.monotonic())
+        if moved:
+            self._sync_later()
+            for _ in range(moved):
+                if not self._getters:
+                    break
+                wake_first(self._getters)
+
     async def dequeue(self) -> WorkItem:
-        """Take the oldest item, waiting while the channel is empty (``DequeueAsync``).
+        """Take the oldest item that is due, waiting while there is none (``DequeueAsync``).
 
         Several concurrent callers each get distinct items. The caller owns the item
-        and calls `task_done` when it is finished with it.
+        and calls `task_done` when it is finished with it. A delayed item is taken
+        once it is due, also after `close`.
 
         Raises:
             PoolClosedError: the channel is closed and empty.
         """
-        if self._items or self._closed:
+        if self._items or self._closed or self._delayed:
             # Nothing to wait for, but a checkpoint all the same; the item is taken
             # only where cancellation can no longer lose it.
             await anyio.lowlevel.checkpoint_if_cancelled()
             try:
                 item = self.dequeue_nowait()
             except anyio.WouldBlock:
-                pass  # another consumer took it while this one was at the checkpoint
+                pass  # taken by another consumer meanwhile, or not due yet
             else:
                 await anyio.lowlevel.cancel_shielded_checkpoint()
                 return item
@@ -394,11 +354,16 @@ class BackgroundWorker:
             event = anyio.Event()
             self._getters.append(event)
             try:
-                await event.wait()
+                if self._delayed:
+                    await self._wait_due(event)
+                else:
+                    await event.wait()
             except BaseException:
                 if not event.is_set():
                     forget(self._getters, event)
-                elif self._items:
+                    if self._delayed:
+                        wake_first(self._getters)  # another getter watches the clock
+                elif self._items or self._delayed:
                     # Woken and cancelled at once: let another getter take the item.
                     wake_first(self._getters)
                 raise
@@ -409,12 +374,40 @@ class BackgroundWorker:
             except anyio.WouldBlock:
                 pass
 
+    async def _wait_due(self, event: anyio.Event) -> None:
+        """Wait for *event*, or until the first delayed item is due.
+
+        A getter that started waiting before anything was delayed has no deadline:
+        the item that becomes the first due wakes the first getter, which waits again
+        with one (at the back of the line, so it is woken for a ready item only after
+        every getter ahead of it, which then wait with a deadline too); a getter that
+        leaves cancelled wakes the next one in its place.
+        """
+        seconds = self._later.seconds_to_due()
+        if seconds > 0:
+            with anyio.move_on_after(seconds):
+                await event.wait()
+        if not event.is_set():
+            forget(self._getters, event)
+
     def task_done(self, item: WorkItem) -> None:
         """Mark an item taken with `dequeue` as finished, whatever its outcome."""
         self._unfinished -= 1
+        if self._keyed:
+            self._free_key(item)
         if self._unfinished <= 0:
             self._unfinished = 0
             self._set_idle()
+
+    def _free_key(self, item: WorkItem) -> None:
+        self._later.free(item)
+        self._keyed = bool(self._keys)
+
+    def _sync_later(self) -> None:
+        """The delayed items or the keys changed: update what the hot paths test."""
+        self._room = self._capacity - len(self._delayed)
+        self._delaying = bool(self._delayed)
+        self._keyed = bool(self._keys)
 
     # The channel seam (`Channel`): in memory, a claim is a dequeue and every
     # settlement is a task_done.
@@ -433,18 +426,11 @@ class BackgroundWorker:
         """End a consumer's hold on a claimed item: in memory, `task_done`."""
         # task_done's body, not a call to it: this runs once per item.
         self._unfinished -= 1
+        if self._keyed:
+            self._free_key(item)
         if self._unfinished <= 0:
             self._unfinished = 0
             self._set_idle()
-
-    async def open(self, tasks: Mapping[str, Any]) -> None:
-        """Nothing to open in memory."""
-
-    async def run(self) -> None:
-        """No housekeeping in memory: returns at once."""
-
-    async def aclose(self) -> None:
-        """Nothing to release in memory."""
 
     async def join(self) -> None:
         """Wait until every accepted item is finished (queue empty, nothing running)."""
@@ -475,25 +461,20 @@ class BackgroundWorker:
         wake_all(self._getters)
 
     def take_all(self) -> list[WorkItem]:
-        """Remove and return every queued item (for the shutdown deadline)."""
+        """Remove and return every queued item, delayed ones last (for the shutdown
+        deadline); their keys are free again."""
         items = list(self._items)
         self._items.clear()
+        if self._delaying or self._keyed:
+            items += self._later.take_all()
+            for item in items:
+                self._later.free(item)
+            self._sync_later()
         self._unfinished -= len(items)
         if self._unfinished <= 0:
             self._unfinished = 0
             self._set_idle()
         wake_all(self._putters)
+        if self._closed:
+            wake_all(self._getters)  # nothing left to wait for
         return items
-
-    def set_spawner(self, spawn: Spawn | None) -> None:
-        """Give the channel a way to run async work (hooks, session ends) from sync
-        code: the running pool's task group; ``None`` once it stops."""
-        self._drops.spawn = spawn
-
-    def add_drop_hook(self, hook: Hook) -> None:
-        """Call *hook* with each dropped item too (sync or async; errors are logged)."""
-        self._drops.add(hook)
-
-    def remove_drop_hook(self, hook: Hook) -> None:
-        """Stop calling *hook*; no effect if it was not added."""
-        self._drops.remove(hook)

@@ -100,9 +100,6 @@ def settings_arguments(settings: PoolSettings | None, overrides: dict[str, Any])
         settings = PoolSettings()
     kwargs: dict[str, Any] = {
         "consumers": settings.consumers,
-        "capacity": settings.capacity,
-        "full_mode": settings.full_mode,
-        "enqueue_timeout": settings.enqueue_timeout,
         "shutdown_deadline": settings.shutdown_deadline,
         "task_timeout": settings.task_timeout,
         "thread_limit": settings.thread_limit,
@@ -110,9 +107,14 @@ def settings_arguments(settings: PoolSettings | None, overrides: dict[str, Any])
         "cleanup_interval": settings.session.cleanup_interval,
         "blocked_loop_threshold": settings.blocked_loop_threshold,
     }
-    if "worker" in overrides or "channel" in overrides:
-        for key in ("capacity", "full_mode", "enqueue_timeout"):
-            kwargs.pop(key)
+    if settings.tasks and "tasks" not in overrides:
+        kwargs["tasks"] = settings.tasks
+    if "worker" not in overrides and "channel" not in overrides:
+        from ._settings_channel import channel_arguments
+
+        # memory: the pool makes its BackgroundWorker (with on_drop) from these;
+        # a durable URL: the channel, opened here.
+        kwargs.update(channel_arguments(settings, build=True))
     if "session_manager" not in overrides:
         kwargs["session_manager"] = SessionManager(settings.session.default_duration)
     kwargs.update(overrides)

@@ -9,8 +9,8 @@ SIGTERM) drains the pool gracefully; a second one stops at once.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
+import dataclasses
 import logging
 import random
 import sys
@@ -30,6 +30,8 @@ from ._session import SessionManager
 from ._settings import PoolSettings
 
 if TYPE_CHECKING:
+    import argparse
+
     from ._item import WorkItem
     from ._pool import WorkerPool
     from ._scope import Scope
@@ -37,7 +39,7 @@ if TYPE_CHECKING:
     from ._stats import DrainReport, PoolStats
     from ._stop import StopToken
 
-__all__ = ["EXIT_BAD_SETTINGS", "DemoOptions", "main", "run_demo"]
+__all__ = ["EXIT_BAD_SETTINGS", "DemoOptions", "add_demo_parser", "run_demo"]
 
 # A bad WORKPOOL_* value: like a bad command-line option (argparse exits 2 too).
 EXIT_BAD_SETTINGS = 2
@@ -64,6 +66,7 @@ class DemoOptions:
     backend: str = "asyncio"
     live: bool | None = None
     seed: int | None = None
+    channel: str | None = None
 
     def __post_init__(self) -> None:
         if self.items < 1:
@@ -239,11 +242,26 @@ async def _run(
 def run_demo(options: DemoOptions, out: TextIO | None = None) -> int:
     """Run the demo; return the exit status (0 when every item was accounted as finished).
 
+    On a durable channel (``options.channel`` or ``WORKPOOL_CHANNEL``) the jobs are
+    named tasks stored in it, and a run that was killed is resumed (`_demo_durable`).
+
     Raises:
         SettingsError: a ``WORKPOOL_*`` setting is bad (before anything runs).
+        ValueError: ``options.channel`` is not a channel URL.
     """
     out = out if out is not None else sys.stdout
     settings = PoolSettings()
+    if options.channel is not None:
+        from ._open import parse_channel_url
+
+        parse_channel_url(options.channel)
+        settings = settings.model_copy(update={"channel": options.channel})
+        settings.check_channel_options()
+    if settings.channel_url.durable:
+        from ._demo_durable import run_durable_demo
+
+        live = dataclasses.replace(options, live=_use_live(options, out))
+        return run_durable_demo(live, settings, out)
     stats, report, jobs, view = anyio.run(
         partial(_run, options, settings, out), backend=options.backend
     )
@@ -252,19 +270,17 @@ def run_demo(options: DemoOptions, out: TextIO | None = None) -> int:
     return exit_status(report)
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="workpool",
-        description="workpool: in-process background work pools for anyio (asyncio and trio).",
-    )
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+def add_demo_parser(commands: Any) -> None:
+    """The ``demo`` command, added to the subparsers *commands* of ``workpool``."""
     demo = commands.add_parser(
         "demo",
         help="run a pool on simulated jobs and watch it",
         description=(
             "Run a pool (configured by WORKPOOL_* settings) on simulated quick, slow, sync "
             "and failing jobs, some sharing a session with a simulated request; show the "
-            "stats while they run, then the DrainReport. Ctrl-C drains gracefully."
+            "stats while they run, then the DrainReport. Ctrl-C drains gracefully. With a "
+            "durable --channel the jobs are stored tasks: kill the demo and run it again, "
+            "and it finishes the same batch."
         ),
     )
     defaults = DemoOptions()
@@ -290,21 +306,22 @@ def _parser() -> argparse.ArgumentParser:
         default=defaults.duration,
         help="seconds over which the jobs arrive; job lengths scale with it (%(default)s)",
     )
+    demo.add_argument(
+        "--channel",
+        metavar="URL",
+        default=None,
+        help="a durable channel, e.g. sqlite:///demo.db (default: WORKPOOL_CHANNEL, memory:)",
+    )
     demo.add_argument("--backend", choices=("asyncio", "trio"), default=defaults.backend)
     view = demo.add_mutually_exclusive_group()
     view.add_argument("--live", dest="live", action="store_true", default=None, help="live view")
     view.add_argument("--plain", dest="live", action="store_false", help="plain lines")
     demo.add_argument("--seed", type=int, default=None, help="random seed, for a repeatable run")
-    return parser
+    demo.set_defaults(run=partial(run_demo_command, demo))
 
 
-def main(argv: list[str] | None = None) -> int:
-    """The ``workpool`` command line; returns the exit status."""
-    parser = _parser()
-    args = parser.parse_args(argv)
-    if args.command != "demo":
-        parser.print_help()
-        return 2
+def run_demo_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """``workpool demo``: check the arguments, run the demo, return the exit status."""
     try:
         options = DemoOptions(
             items=args.items,
@@ -315,6 +332,7 @@ def main(argv: list[str] | None = None) -> int:
             backend=args.backend,
             live=args.live,
             seed=args.seed,
+            channel=args.channel,
         )
     except ValueError as exc:
         parser.error(str(exc))
@@ -328,6 +346,13 @@ def main(argv: list[str] | None = None) -> int:
             import rich  # noqa: F401
         except ImportError:
             parser.error("the live view needs rich: pip install 'workpool[rich]'")
+    if options.channel is not None:
+        from ._open import parse_channel_url
+
+        try:
+            parse_channel_url(options.channel)
+        except ValueError as exc:
+            parser.error(f"--channel: {exc}")
     try:
         return run_demo(options)
     except SettingsError as exc:

@@ -2,7 +2,8 @@
 
 `ItemRunner.process` is the whole life of an item in a consumer, top to bottom:
 
-1. join the parent session (or get a new one lazily) -- `ItemSession`;
+1. join the parent session, or get a new one: at once when the session manager
+   has ``on_end`` hooks (they see every item's session), else lazily -- `ItemSession`;
 2. run attempts, each in a fresh `Scope` under the per-attempt timeout
    (`ItemRunner._attempt`), waiting between them as the retry policy says; a wait
    too long for a durable channel's lease reschedules the item instead;
@@ -28,11 +29,12 @@ import anyio.to_thread
 from ._context import CURRENT_SCOPE
 from ._hooks import Hook, call_hook
 from ._item import ItemState, Work, WorkItem, retry_of
+from ._itemlog import log_failed, log_retry
 from ._log import logger
 from ._retry import RetryPolicy, RetryRun
 from ._scope import Scope, ScopeFactory, close_scope_nowait, scope_log_ids
 from ._seam import Settle
-from ._session import ItemSession, SessionManager
+from ._session import ItemSession, SessionManager, end_hooks
 
 if TYPE_CHECKING:
     from types import CodeType
@@ -79,6 +81,7 @@ class ItemRunner:
         "_channel",
         "_default_retry",
         "_eager_factory",
+        "_end_hooks",
         "_factory",
         "_on_dead_letter",
         "_sessions",
@@ -106,6 +109,8 @@ class ItemRunner:
         self._state = state
         self._channel = channel
         self._sessions = sessions
+        # Live: a hook added later counts from the next item on.
+        self._end_hooks = end_hooks(sessions)
         self._factory = factory
         self._eager_factory = eager_factory
         self._task_timeout = task_timeout
@@ -138,8 +143,8 @@ class ItemRunner:
         # How the channel hears of the outcome; None once it has been told.
         outcome: Settle | None = _DONE
         try:
-            if item.parent_session is not None:
-                failure = await slot.join_parent()
+            if item.parent_session is not None or self._end_hooks:
+                failure = await slot.open(bool(self._end_hooks))
             attempt = item.attempts + 1  # attempts carried over by a durable channel
             while failure is None:
                 item.attempts = attempt
@@ -163,6 +168,8 @@ class ItemRunner:
                     # it; with its own traceback back, no cycle keeps it alive.
                     failure = final.with_traceback(traceback) if final is error else final
                     break
+                else:
+                    log_retry(item, slot, delay, error)
                 finally:
                     del error, traceback
                 if delay > self._channel.max_local_backoff:
@@ -241,9 +248,11 @@ class ItemRunner:
         except Exception as exc:
             if deadline is not None and deadline.cancel_called and isinstance(exc, TimeoutError):
                 self._state.timed_out += 1
+            slot.failed_scope_id = scope.id
             return exc
         except BaseException as exc:
             if _works_own_cancelled_error(exc):
+                slot.failed_scope_id = scope.id
                 return exc
             raise
         finally:
@@ -279,23 +288,7 @@ class ItemRunner:
         durable channel at once (it formats the error and keeps none of it)."""
         item.state = _FAILED
         self._state.failed += 1
-        session = slot.session
-        logger.error(
-            "%s failed for good after %d attempt%s: %s: %s",
-            item.name,
-            item.attempts,
-            "" if item.attempts == 1 else "s",
-            type(failure).__name__,
-            failure,
-            exc_info=failure,
-            extra={
-                "work_name": item.name,
-                "attempt": item.attempts,
-                "item_id": item.id,
-                "scope_id": None,
-                "session_id": session.id if session is not None else None,
-            },
-        )
+        log_failed(item, slot, failure)
         try:
             if self._on_dead_letter is not None:
                 self._state.dead_lettered += 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import inspect
+import math
 import time
 from collections.abc import Awaitable, Callable
 from functools import partial
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeAlias, final
 from ._checks import check_timeout
 from ._retry import RetryPolicy
 from ._session import Session
+from ._signature import KNOWN_CODES, work_kind
 from ._uuid import new_uuid4
 
 if TYPE_CHECKING:
@@ -20,7 +22,7 @@ if TYPE_CHECKING:
     from ._scope import Scope
     from ._stop import StopToken
 
-__all__ = ["ItemState", "Work", "WorkItem", "new_uuid4"]
+__all__ = ["ItemState", "Work", "WorkItem", "item_with_options", "new_uuid4"]
 
 #: A work delegate: ``async def work(scope, stopping)`` or a sync one (run in a thread).
 Work: TypeAlias = Callable[["Scope", "StopToken"], Awaitable[None] | None]
@@ -49,32 +51,18 @@ _QUEUED: Final = ItemState.QUEUED
 _RUNNING: Final = ItemState.RUNNING
 
 
-# Whether a callable's code is a coroutine function, by code object: closures and
-# bound methods share theirs, so this stays as small as the program.
-_is_async_by_code: dict[object, bool] = {}
+# Bound once: a name imported from a module is called through LOAD_ATTR (Python
+# 3.11 takes it for a module), which would make a bound method per item.
+_known_code: Final = KNOWN_CODES.get
 
 
 def _is_async(work: Callable[..., Any]) -> bool:
-    known = _is_async_by_code.get(getattr(work, "__code__", None))
-    if known is not None:  # a plain function seen before: the common case
+    """Whether *work* runs on the loop (else in a worker thread), once it is known to
+    take ``(scope, stopping)``: a plain function seen before costs one lookup."""
+    known = _known_code(getattr(work, "__code__", None))  # type: ignore[arg-type]
+    if known is not None:
         return known
-    func: Any = work
-    while isinstance(func, partial):
-        func = func.func
-    code = getattr(func, "__code__", None)
-    if code is not None:
-        known = _is_async_by_code.get(code)
-        if known is None:
-            known = _is_async_by_code[code] = inspect.iscoroutinefunction(func)
-        return known
-    # A callable object that knows (a TaskCall: its task function's kind).
-    declared = getattr(func, "__workpool_async__", None)
-    if declared is not None:
-        return bool(declared)
-    if inspect.iscoroutinefunction(func):
-        return True
-    call = getattr(func, "__call__", None)  # noqa: B004 - instances with async __call__
-    return call is not None and inspect.iscoroutinefunction(call)
+    return work_kind(work)
 
 
 def retry_of(work: Callable[..., Any]) -> RetryPolicy | None:
@@ -120,6 +108,29 @@ def work_name(work: Callable[..., Any]) -> str:
         name = type(func).__qualname__
     module = getattr(func, "__module__", None)
     return f"{module}.{name}" if module and module != "__main__" else str(name)
+
+
+_INF: Final = math.inf
+
+
+def _checked_retry(retry: object) -> RetryPolicy:
+    if type(retry) is not RetryPolicy and not isinstance(retry, RetryPolicy):
+        raise TypeError(f"retry must be a RetryPolicy or None, got {retry!r}")
+    return retry
+
+
+def _checked_timeout(timeout: object) -> float:
+    if type(timeout) is float and 0.0 < timeout < _INF:  # the usual case, checked fast
+        return timeout
+    checked = check_timeout(timeout)  # type: ignore[arg-type]
+    assert checked is not None
+    return checked
+
+
+def _checked_name(name: object) -> str:
+    if type(name) is not str and not isinstance(name, str):
+        raise TypeError(f"name must be a str or None, got {name!r}")
+    return name
 
 
 @final
@@ -187,19 +198,15 @@ class WorkItem:
     ) -> None:
         if not callable(work):
             check_work(work)
-        if retry is not None and not isinstance(retry, RetryPolicy):
-            raise TypeError(f"retry must be a RetryPolicy or None, got {retry!r}")
         if parent_session is not None and not isinstance(parent_session, Session):
             raise TypeError(
                 f"parent_session must be a workpool.Session or None, got {parent_session!r}"
             )
-        if name is not None and not isinstance(name, str):
-            raise TypeError(f"name must be a str or None, got {name!r}")
         self.work = work
         self.parent_session = parent_session
-        self.retry = retry
-        self.timeout = check_timeout(timeout) if timeout is not None else None
-        self._name = name
+        self.retry = _checked_retry(retry) if retry is not None else None
+        self.timeout = _checked_timeout(timeout) if timeout is not None else None
+        self._name = _checked_name(name) if name is not None else None
         self._id: UUID | None = None
         self.is_async = _is_async(work)
         self.enqueued_at = time.monotonic()
@@ -335,3 +342,32 @@ class WorkItem:
 
     def __repr__(self) -> str:
         return f"<WorkItem {self.name} {self.state.name}>"
+
+
+def item_with_options(
+    work: Work,
+    parent_session: Session | None,
+    retry: RetryPolicy | None,
+    timeout: float | None,
+    name: str | None,
+) -> WorkItem:
+    """``WorkItem(work, parent_session, retry=..., timeout=..., name=...)``, as a
+    channel makes it for ``enqueue(..., retry=..., timeout=..., name=...)``.
+
+    Positional all the way: keyword arguments to a class cost a dict per call
+    (Python 3.11), which made an item with options several percent dearer than a
+    bare one.
+    """
+    item = WorkItem(work, parent_session)
+    # The usual types are checked inline; anything else goes through the checks.
+    if retry is not None:
+        item.retry = retry if type(retry) is RetryPolicy else _checked_retry(retry)
+    if timeout is not None:
+        item.timeout = (
+            timeout
+            if type(timeout) is float and 0.0 < timeout < _INF
+            else _checked_timeout(timeout)
+        )
+    if name is not None:
+        item._name = name if type(name) is str else _checked_name(name)
+    return item

@@ -35,6 +35,7 @@ from ._session import SessionManager
 from ._state import PoolState
 from ._stats import DrainReport, PoolStats
 from ._stop import StopToken
+from ._unstarted import watch_unstarted
 from ._watchdog import LoopWatchdog, loop_poster
 
 if TYPE_CHECKING:
@@ -168,6 +169,7 @@ class WorkerPool:
         self._token: anyio.lowlevel.EventLoopToken | None = None
         self._loop_thread: int | None = None
         self._watchdog: LoopWatchdog | None = None
+        watch_unstarted(self, self._state, self._worker)
 
     @classmethod
     def from_settings(cls, settings: PoolSettings | None = None, **overrides: Any) -> WorkerPool:

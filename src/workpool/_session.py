@@ -26,6 +26,7 @@ __all__ = [
     "ItemSession",
     "Session",
     "SessionManager",
+    "end_hooks",
     "hold_parent",
     "release_parent",
     "release_parent_nowait",
@@ -245,6 +246,13 @@ class SessionManager:
         return swept
 
 
+def end_hooks(manager: SessionManager) -> list[Hook]:
+    """The manager's ``on_end`` hooks, the live list: while it is empty nobody can
+    tell whether an item had a session of its own, so the item runner makes one
+    only on first use; with a hook, every item gets one (and its ``on_end`` call)."""
+    return manager._on_end
+
+
 # -- a queued item's hold on its parent session ------------------------------------
 #
 # A request typically enqueues work with its session and then leaves (releasing its
@@ -312,16 +320,20 @@ class ItemSession:
     With a live parent session the item joins it at once (`join_parent`). Otherwise
     the item's own session is made the first time anything reads it
     (``scope.session``, ``scope.session_id``, a log record), since most background
-    work never does. ``held`` tells whether there is a session to release.
+    work never does; but at once when the manager has ``on_end`` hooks, which must
+    see every item's session end (`open`). ``held`` tells whether there is a
+    session to release.
     """
 
-    __slots__ = ("held", "item", "manager", "session")
+    __slots__ = ("failed_scope_id", "held", "item", "manager", "session")
 
     def __init__(self, item: WorkItem, manager: SessionManager) -> None:
         self.item = item
         self.manager = manager
         self.session: Session | None = None
         self.held = False
+        self.failed_scope_id: UUID | None = None
+        """The scope id of the item's last failed attempt, for its log records."""
 
     def join(self, session: Session) -> None:
         """Hold *session* for the item (its parent), through the session's own manager."""
@@ -372,6 +384,28 @@ class ItemSession:
         if held and not self.held:  # a session of another manager: not joined
             await release_parent(item)
         return failure
+
+    async def open(self, observed: bool) -> Exception | None:
+        """Join the item's parent session, if any (`join_parent`); then, when
+        *observed* (the manager has ``on_end`` hooks), make the item's own session
+        at once if it has none, so that every item's session ends with its
+        ``on_end`` call. Returns the exception that prevented it (logged), or ``None``.
+        """
+        if self.item.parent_session is not None:
+            failure = await self.join_parent()
+            if failure is not None:
+                return failure
+        if observed and self.session is None:
+            try:
+                self.materialize()
+            except Exception as exc:
+                logger.exception(
+                    "could not create the session of %s",
+                    self.item.name,
+                    extra={"work_name": self.item.name},
+                )
+                return exc
+        return None
 
     def materialize(self) -> Session:
         """The item's session, created (and held by the item) on first use."""

@@ -44,6 +44,7 @@ from pydantic_settings import (
 from ._channel import FullMode, parse_full_mode
 from ._exceptions import SettingsError
 from ._retry import RetryPolicy
+from ._settings_channel import ChannelSettings
 
 __all__ = ["PoolSettings", "RetrySettings", "SessionSettings"]
 
@@ -195,7 +196,7 @@ class _ConfigFileSource(PydanticBaseSettingsSource):
             reading.dotenv_names = list(self._dotenv.env_vars)
 
 
-class PoolSettings(BaseSettings):
+class PoolSettings(ChannelSettings):
     """Settings for `WorkerPool.from_settings`, from arguments, environment and files.
 
     Sources, highest priority first: keyword arguments, ``WORKPOOL_*`` environment
@@ -223,6 +224,8 @@ class PoolSettings(BaseSettings):
         retry: the default retry policy (``WORKPOOL_RETRY__*``).
         session: the session manager's settings (``WORKPOOL_SESSION__*``).
         config_file: the TOML file read last (``WORKPOOL_CONFIG_FILE``).
+        channel, tasks, queue, lease, max_deliveries: the channel and the tasks it
+            runs (``WORKPOOL_CHANNEL``, ``WORKPOOL_TASKS``...), see `ChannelSettings`.
 
     Raises:
         SettingsError: a value is bad (the message names its environment variable),
@@ -256,7 +259,9 @@ class PoolSettings(BaseSettings):
             super().__init__(**values)
         except ValidationError as exc:
             _warn_unknown_names(type(self), reading)
-            raise SettingsError(_describe(exc, reading, type(self))) from exc
+            # pydantic's own message shows the input: a channel URL's password with it.
+            secret = any(error["loc"][:1] == ("channel",) for error in exc.errors())
+            raise SettingsError(_describe(exc, reading, type(self))) from (None if secret else exc)
         except pydantic_settings.SettingsError as exc:
             # e.g. WORKPOOL_RETRY='not json': the source fails before validation.
             found = re.search(r'field "(\w+)"', str(exc))
@@ -277,6 +282,7 @@ class PoolSettings(BaseSettings):
                     reading.file, reading.unknown_file_keys, _file_keys(type(self))
                 )
             )
+        self.check_channel_options()
 
     @field_validator("full_mode", mode="before")
     @classmethod
@@ -431,6 +437,8 @@ def _describe_error(
             from_file = where.startswith("config file")
             right = f"{table}.{guess}" if from_file else _env_var_name((table, guess))
             message = f"{message}; did you mean {right}?"
+    elif loc[:1] == ("channel",):
+        pass  # the message shows the URL, its password masked
     elif error["type"] != "missing" and not isinstance(error.get("input"), dict):
         message = f"{message}, got {error.get('input')!r}"
     return f"{where}: {message}"

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 from hypothesis import HealthCheck, settings
+
 from tests.helpers.accounting import assert_shut_down_accounted
 
 if TYPE_CHECKING:

@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import pytest
-from tests.helpers.services import CountingContainer, Resource, resource_registry
 
+from tests.helpers.services import CountingContainer, Resource, resource_registry
 from workpool import (
     RetryPolicy,
     Scope,

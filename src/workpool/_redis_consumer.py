@@ -1,0 +1,429 @@
+"""The consuming side of the Redis channel: claims, settlements and housekeeping.
+
+Claims: idle consumers line up in `RedisConsumer.claim`; one of them reads for all
+(``XREADGROUP`` of as many entries as consumers wait, ``BLOCK`` well below the
+client's stream timeout). Crash reclaim (``XAUTOCLAIM``, one sweeper at a time across
+the fleet) also fills only free consumers. What was read sits in a short buffer that
+``claim_nowait`` empties.
+
+Settlements are written by the flusher in ``run``: acknowledgements of everything
+that finished meanwhile in one script call (``XACK`` + ``XDEL``), dead letters,
+releases and reschedules each in one; retried while Redis is unreachable. ``run``
+also renews the leases of held entries (``XCLAIM ... JUSTID``), reclaims crashed
+consumers' entries, and moves due delayed messages into the stream.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from typing import TYPE_CHECKING, Any, Final, final
+
+import anyio
+import anyio.lowlevel
+from coredis.exceptions import RedisError
+
+from ._exceptions import ChannelUnavailableError, PoolClosedError
+from ._log import logger
+from ._redis_message import (
+    Held,
+    backoff,
+    item_from,
+    letter_fields,
+    message_fields,
+    milliseconds,
+)
+from ._redis_store import BLOCK_SECONDS, is_nogroup, is_outage
+from ._seam import Settle
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Mapping
+
+    from ._item import WorkItem
+    from ._redis_message import Outage
+    from ._redis_store import RedisStore
+    from ._task import Task
+
+__all__ = ["RedisConsumer"]
+
+_BATCH: Final = 500  # entries per acknowledgement or renewal script call
+_DONE: Final = Settle.DONE
+_DEAD: Final = Settle.DEAD
+_RELEASED: Final = Settle.RELEASED
+
+
+@final
+class RedisConsumer:
+    """Claims and settlements of one channel in one process.
+
+    Args:
+        store: the queue's store.
+        lease: seconds a claim lasts without renewal.
+        max_deliveries: claims without an outcome before ``delivery_limit``.
+        outage: the channel's outage tracker.
+        outage_timeout: how long opening and the final flush keep trying.
+    """
+
+    def __init__(
+        self,
+        store: RedisStore,
+        *,
+        lease: float,
+        max_deliveries: int,
+        outage: Outage,
+        outage_timeout: float,
+    ) -> None:
+        self._store = store
+        self._lease = lease
+        self._max_deliveries = max_deliveries
+        self._outage = outage
+        self._outage_timeout = outage_timeout
+        self._tasks: Mapping[str, Task[...]] = {}
+        self._buffer: deque[WorkItem] = deque()
+        self._held: dict[bytes, Held] = {}
+        self._waiting = 0
+        self._fetching = False
+        self._fetch_scope: anyio.CancelScope | None = None
+        self._changed: anyio.Event | None = None
+        self._closed = False
+        self._opened = False
+        self._acks: list[Held] = []
+        self._ops: list[tuple[Settle, Held, Any]] = []
+        self._flush_wanted: anyio.Event | None = None
+        self._read_waits = backoff()
+
+    @property
+    def held(self) -> int:
+        """Entries claimed by this process and not yet settled in Redis."""
+        return len(self._held)
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buffer)
+
+    # -- opening and claiming ------------------------------------------------------------
+
+    async def open(self, tasks: Mapping[str, Task[...]]) -> None:
+        """Remember the tasks; create the consumer group (retried while Redis is down)."""
+        self._tasks = tasks
+        await self._store.ensure()
+        await self.retrying(self._store.create_group, "opening the queue")
+        self._opened = True
+
+    async def retrying(self, step: Callable[[], Awaitable[Any]], doing: str) -> Any:
+        """Run *step*, retrying through an outage for ``outage_timeout`` seconds."""
+        waits = backoff()
+        error: BaseException | None = None
+        with anyio.move_on_after(self._outage_timeout):
+            while True:
+                try:
+                    result = await step()
+                except Exception as exc:
+                    if not is_outage(exc):
+                        raise
+                    error = exc
+                    self._outage.failed(exc, doing)
+                    await anyio.sleep(next(waits))
+                    await self._store.ensure()  # the client's task again, if it ended
+                else:
+                    self._outage.recovered()
+                    return result
+        raise ChannelUnavailableError(
+            f"{doing}: Redis ({self._outage.where}) unreachable for "
+            f"{self._outage_timeout:g} s: {type(error).__name__}: {error}"
+        ) from error
+
+    def claim_nowait(self) -> WorkItem:
+        if self._closed:
+            raise PoolClosedError("the Redis channel is closed: it claims nothing more")
+        if self._buffer:
+            return self._buffer.popleft()
+        raise anyio.WouldBlock
+
+    async def claim(self) -> WorkItem:
+        while True:
+            if self._closed:
+                raise PoolClosedError("the Redis channel is closed: it claims nothing more")
+            if self._buffer:
+                return self._buffer.popleft()
+            self._waiting += 1
+            try:
+                if self._fetching:
+                    changed = self._changed
+                    if changed is None:
+                        changed = self._changed = anyio.Event()
+                    await changed.wait()
+                else:
+                    await self._fetch()
+            finally:
+                self._waiting -= 1
+
+    def _notify(self) -> None:
+        changed, self._changed = self._changed, None
+        if changed is not None:
+            changed.set()
+
+    async def _fetch(self) -> None:
+        """Read new entries for the consumers waiting now (this one included)."""
+        self._fetching = True
+        try:
+            await anyio.lowlevel.checkpoint()  # the other idle consumers line up
+            want = self._waiting - len(self._buffer)
+            if want <= 0 or self._closed:
+                return
+            with anyio.CancelScope() as scope:  # close() cancels a blocked read
+                self._fetch_scope = scope
+                try:
+                    entries = await self._store.read(want, int(BLOCK_SECONDS * 1000))
+                except Exception as exc:
+                    await self._trouble(exc, "claiming", self._read_waits)
+                    return
+                self._read_waits = backoff()
+                self._outage.recovered()
+                for entry in entries:
+                    self._take(entry.identifier, entry.field_values, 1)
+        finally:
+            self._fetch_scope = None
+            self._fetching = False
+            self._notify()
+
+    def _take(self, entry: bytes, fields: Mapping[bytes, bytes], delivered: int) -> None:
+        if entry in self._held:
+            return  # our own, reclaimed after a renewal failed: it runs already
+        item = item_from(entry, fields, delivered, self._tasks, self._max_deliveries)
+        self._held[entry] = item.receipt  # type: ignore[assignment]
+        self._buffer.append(item)
+
+    async def _trouble(self, exc: Exception, doing: str, waits: Any) -> None:
+        """Log what went wrong with Redis (an outage once), recreate a lost group, wait."""
+        if is_nogroup(exc):
+            logger.error(
+                "Redis queue %r lost its consumer group (Redis lost its data: restarted "
+                "without persistence, or the stream was deleted): messages stored before "
+                "are lost; creating the group again",
+                self._store.queue,
+            )
+            try:
+                await self._store.create_group()
+                return
+            except Exception as again:
+                exc = again
+        if is_outage(exc):
+            logger.debug("Redis error while %s: %s: %s", doing, type(exc).__name__, exc)
+            self._outage.failed(exc, doing)
+        else:
+            logger.error("%s on Redis queue %r failed", doing, self._store.queue, exc_info=exc)
+        await anyio.sleep(next(waits))
+        await self._store.ensure()  # the client's task again, if a failure ended it
+
+    # -- settling ------------------------------------------------------------------------
+
+    def settle(
+        self,
+        item: WorkItem,
+        outcome: Settle,
+        *,
+        reason: str | None = None,
+        error: BaseException | None = None,
+        delay: float = 0.0,
+    ) -> None:
+        held = item.receipt
+        if not isinstance(held, Held) or held.entry not in self._held:
+            raise RuntimeError(f"{item!r} was not claimed from this channel or settled twice")
+        if held.lost:
+            del self._held[held.entry]
+            logger.warning(
+                "%s (%s) finished %s after its lease was lost: not acknowledged here "
+                "(another consumer took it over)",
+                item.name,
+                item.id,
+                outcome.value,
+                extra={"work_name": item.name, "item_id": item.id},
+            )
+            return
+        if outcome is _DONE:
+            self._acks.append(held)
+        elif outcome is _DEAD:
+            letter = letter_fields(item, held.fields, reason or "failed", error)
+            self._ops.append((outcome, held, letter))
+        elif outcome is _RELEASED:
+            attempts = int(held.fields.get(b"att") or 0)  # attempts were not used up
+            self._ops.append(
+                (outcome, held, message_fields(held.fields, attempts, item.deliveries))
+            )
+        else:
+            fields = message_fields(held.fields, item.attempts, item.deliveries)
+            self._ops.append((outcome, held, (milliseconds(delay), fields)))
+        wanted = self._flush_wanted
+        if wanted is not None:
+            self._flush_wanted = None
+            wanted.set()
+
+    async def flush(self) -> None:
+        """Write the settlements made so far (raises on the first failure Redis may get
+        over; what was not written stays for the next call)."""
+        store, held = self._store, self._held
+        while self._acks or self._ops:
+            acks = self._acks[:_BATCH]
+            if acks:
+                keys: list[bytes] = []
+                for receipt in acks:
+                    key = receipt.fields.get(b"key")
+                    if key:
+                        keys += (key, receipt.fields.get(b"id", b""))
+                await store.ack([receipt.entry for receipt in acks], keys)
+                del self._acks[: len(acks)]
+                for receipt in acks:
+                    held.pop(receipt.entry, None)
+            while self._ops:
+                outcome, receipt, data = self._ops[0]
+                fields = receipt.fields
+                message_id = fields.get(b"id", b"")
+                try:
+                    if outcome is _DEAD:
+                        await store.bury(receipt.entry, message_id, fields.get(b"key", b""), data)
+                    elif outcome is _RELEASED:
+                        await store.release(receipt.entry, data)
+                    else:
+                        await store.reschedule(receipt.entry, message_id, data[0], data[1])
+                except Exception as exc:
+                    if isinstance(exc, RedisError):
+                        raise  # Redis unreachable or refusing for now: retried
+                    # A bug, not Redis: never block the settlements behind it.
+                    logger.error(
+                        "could not write the %s settlement of Redis entry %s; it is "
+                        "delivered again once its lease expires",
+                        outcome.value,
+                        receipt.entry.decode(),
+                        exc_info=exc,
+                    )
+                del self._ops[0]
+                held.pop(receipt.entry, None)
+        self._outage.recovered()
+
+    # -- housekeeping --------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Flush settlements, renew leases, reclaim crashed consumers' entries, move
+        due delayed messages; until cancelled."""
+        async with anyio.create_task_group() as group:
+            group.start_soon(self._flush_loop, name="workpool redis flush")
+            group.start_soon(self._renew_loop, name="workpool redis leases")
+            group.start_soon(self._sweep_loop, name="workpool redis reclaim")
+            group.start_soon(self._promote_loop, name="workpool redis delayed")
+
+    async def _flush_loop(self) -> None:
+        waits = backoff()
+        while True:
+            if not self._acks and not self._ops:
+                wanted = self._flush_wanted = anyio.Event()
+                await wanted.wait()
+            try:
+                await self.flush()
+            except Exception as exc:
+                await self._trouble(exc, "acknowledging", waits)
+            else:
+                waits = backoff()
+
+    async def _renew_loop(self) -> None:
+        waits = backoff()
+        while True:
+            await anyio.sleep(self._lease / 3)
+            entries = [entry for entry, held in self._held.items() if not held.lost]
+            try:
+                for start in range(0, len(entries), _BATCH):
+                    lost = await self._store.renew(entries[start : start + _BATCH])
+                    self._lost(lost)
+            except Exception as exc:
+                await self._trouble(exc, "renewing leases", waits)
+            else:
+                waits = backoff()
+
+    def _lost(self, entries: list[bytes]) -> None:
+        for entry in entries:
+            held = self._held.get(entry)
+            if held is None or held.lost:
+                continue
+            held.lost = True
+            logger.warning(
+                "the lease of Redis entry %s (%s) was lost: another consumer took it over; "
+                "it will not be acknowledged here",
+                entry.decode(),
+                held.fields.get(b"name", b"").decode("utf-8", "replace"),
+            )
+            for item in self._buffer:
+                if item.receipt is held:  # not started: forget it
+                    self._buffer.remove(item)
+                    del self._held[entry]
+                    break
+
+    async def _sweep_loop(self) -> None:
+        interval = max(0.05, min(self._lease / 4, 5.0))
+        lease_ms = milliseconds(self._lease)
+        waits = backoff()
+        while True:
+            await anyio.sleep(interval * random.uniform(0.5, 1.5))
+            free = self._waiting - len(self._buffer)
+            if free <= 0 or self._closed:
+                continue
+            try:
+                found = await self._store.reclaim(min(free, 100), lease_ms, milliseconds(interval))
+            except Exception as exc:
+                await self._trouble(exc, "reclaiming", waits)
+                continue
+            waits = backoff()
+            for entry, flat, count in found or ():
+                fields = dict(zip(flat[::2], flat[1::2], strict=True))
+                self._take(entry, fields, int(count))
+            if found:
+                self._notify()
+
+    async def _promote_loop(self) -> None:
+        waits = backoff()
+        while True:
+            try:
+                moved, wait_ms = await self._store.promote()
+            except Exception as exc:
+                await self._trouble(exc, "moving delayed messages", waits)
+                continue
+            waits = backoff()
+            if moved >= 100:
+                await anyio.lowlevel.checkpoint()
+            else:
+                await anyio.sleep(min(0.5, max(0.005, wait_ms / 1000)) if wait_ms >= 0 else 0.5)
+
+    # -- closing -------------------------------------------------------------------------
+
+    def close(self) -> None:
+        self._closed = True
+        if self._fetch_scope is not None:
+            self._fetch_scope.cancel()
+        self._notify()
+
+    async def aclose(self) -> None:
+        """Write what is left to settle, hand back what was read but never handed out
+        (and anything a cancelled read left pending), within ``outage_timeout``."""
+        self.close()
+        if not self._opened:
+            return
+        self._opened = False
+        for item in self._buffer:
+            self._held.pop(item.receipt.entry, None)  # type: ignore[attr-defined]
+        self._buffer.clear()
+        waits = backoff()
+        with anyio.move_on_after(self._outage_timeout) as bound:
+            while True:
+                try:
+                    await self.flush()
+                    await self._store.retire(list(self._held))
+                    break
+                except Exception as exc:
+                    await self._trouble(exc, "closing", waits)
+        if bound.cancelled_caught:
+            logger.error(
+                "Redis queue %r: %d settlement(s) could not be written within %g s; those "
+                "items are delivered again once their lease expires",
+                self._store.queue,
+                len(self._acks) + len(self._ops),
+                self._outage_timeout,
+            )
