@@ -194,9 +194,24 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return data
 
 
-def merge(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Several runs as one: their rounds together; the latency of the last run that
-    measured it; the load before the first and after the last."""
+def merge(runs: list[dict[str, Any]], *, replace: bool = False) -> dict[str, Any]:
+    """Several runs as one: their rounds together (or, with *replace*, a later run's
+    rows instead of an earlier run's: the rows it did not measure are kept, marked);
+    the load before the first and after the last."""
+    if replace:
+        data = dict(runs[-1])
+        data["earlier"] = []
+        measured = set(data["throughput"])
+        for run in runs[:-1]:
+            for key in ("throughput", "cpu", "latency", "rows"):
+                for label, value in run.get(key, {}).items():
+                    if label not in measured:
+                        data.setdefault(key, {})
+                        data[key] = {**data[key], label: value}
+                        if key == "throughput":
+                            data["earlier"].append(label)
+            data["earlier_run"] = f"{run['started'][:16].replace('T', ' ')} UTC, {run['commit']}"
+        return data
     data = dict(runs[0])
     data["runs"] = len(runs)
     for key in ("throughput", "cpu"):
@@ -207,7 +222,7 @@ def merge(runs: list[dict[str, Any]]) -> dict[str, Any]:
     for run in runs[1:]:
         data["rows"] = {**data["rows"], **run["rows"]}
         if run.get("latency"):
-            data["latency"] = run["latency"]
+            data["latency"] = {**data.get("latency", {}), **run["latency"]}
     data["load_after"], data["uptime"] = runs[-1]["load_after"], runs[-1]["uptime"]
     if len(runs) > 1:
         data["load_between"] = [run["load_after"] for run in runs[:-1]]
@@ -279,7 +294,8 @@ def ratios(data: dict[str, Any]) -> dict[str, float | str | None]:
     """The targets' figures: workpool ÷ fastest peer (throughput), ÷ ceiling, trio."""
     med = medians(data)
     rows = data["rows"]
-    peers = {label: t for label, t in med.items() if rows[label]["peer"]}
+    earlier = data.get("earlier", ())
+    peers = {label: t for label, t in med.items() if rows[label]["peer"] and label not in earlier}
     fastest = min(peers, key=peers.__getitem__) if peers else None
     wp, wp_trio = med.get(WORKPOOL), med.get(f"{WORKPOOL} (trio)")
     ceiling = med.get(CEILING)
@@ -347,6 +363,8 @@ def section(data: dict[str, Any]) -> list[str]:
         row = data["rows"][label]
         times = data["throughput"][label]
         name = f"**{label}**" if label.startswith(WORKPOOL) else label
+        if label in data.get("earlier", ()):
+            name += " †"
         note = row["note"] + (" (bulk)" if row["bulk"] else "")
         body.append(
             [
@@ -362,6 +380,12 @@ def section(data: dict[str, Any]) -> list[str]:
         )
     lines += [f"### Throughput, {items:,} no-op tasks, {data['consumers']} consumers", ""]
     lines += _table(header, body)
+    if data.get("earlier"):
+        lines += [
+            f"† from an earlier run ({data['earlier_run']}), with the same setup; the "
+            "other rows, and every ratio in the targets, come from this run.",
+            "",
+        ]
     if data["latency"]:
         lines += [
             f"### Enqueue-to-start latency at {data['latency_rate']:g} tasks/s",
@@ -375,6 +399,8 @@ def section(data: dict[str, Any]) -> list[str]:
         body = []
         for label, lat in sorted(data["latency"].items(), key=lambda kv: kv[1]["p50"]):
             name = f"**{label}**" if label.startswith(WORKPOOL) else label
+            if label in data.get("earlier", ()):
+                name += " †"
             body.append(
                 [
                     name,
@@ -552,11 +578,18 @@ def main(argv: list[str] | None = None) -> int:
         action="append",
         help="write the report from these figures (repeat: the runs' rounds together)",
     )
+    parser.add_argument(
+        "--replace",
+        action="store_true",
+        help="with several --from-json: the last run's rows replace the others' (the "
+        "rows it did not measure stay, marked as from the earlier run)",
+    )
     parser.add_argument("--no-write", action="store_true", help="print, write no report")
     args = parser.parse_args(argv)
 
     if args.from_json:
-        data = merge([json.loads(path.read_text()) for path in args.from_json])
+        runs = [json.loads(path.read_text()) for path in args.from_json]
+        data = merge(runs, replace=args.replace)
     else:
         started = time.perf_counter()
         data = run(args)

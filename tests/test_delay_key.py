@@ -227,9 +227,11 @@ class TestDelay:
         """Due items are claimed in due-time order: a delayed item that fell due before
         a ready item was accepted goes first; ties go by acceptance."""
         worker = BackgroundWorker()
-        late = worker.enqueue_nowait(labelled("due second"), delay=0.04)
+        # The gap between the due times is wide enough that a loaded machine's late
+        # wake-up from the first sleep cannot make the second item due as well.
+        late = worker.enqueue_nowait(labelled("due second"), delay=0.3)
         early = worker.enqueue_nowait(labelled("due first"), delay=0.02)
-        worker.enqueue_nowait(labelled("due third"), delay=0.04)
+        worker.enqueue_nowait(labelled("due third"), delay=0.3)
         await sleep_past(early)
         worker.enqueue_nowait(labelled("ready, accepted after the first fell due"))
         await sleep_past(late)

@@ -1,4 +1,4 @@
-"""Channel URLs: checked and masked here; `open_channel` (in `_open_channel`) opens them.
+"""Channel URLs: checked here (passwords masked by `_urls.mask_url`); `_open_channel` opens them.
 
 ``memory:`` is the in-memory `BackgroundWorker`; ``sqlite:///rel.db`` (relative to
 the working directory) and ``sqlite:////abs/path.db`` (absolute) a `SqliteChannel`;

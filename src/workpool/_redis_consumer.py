@@ -241,6 +241,7 @@ class RedisConsumer:
                 extra={"work_name": item.name, "item_id": item.id},
             )
             return
+        held.settled = True  # renewals skip it while its settlement is written
         if outcome is _DONE:
             self._acks.append(held)
         elif outcome is _DEAD:
@@ -329,7 +330,7 @@ class RedisConsumer:
         waits = backoff()
         while True:
             await anyio.sleep(self._lease / 3)
-            entries = [entry for entry, held in self._held.items() if not held.lost]
+            entries = [e for e, held in self._held.items() if not (held.lost or held.settled)]
             try:
                 for start in range(0, len(entries), _BATCH):
                     lost = await self._store.renew(entries[start : start + _BATCH])
@@ -342,8 +343,8 @@ class RedisConsumer:
     def _lost(self, entries: list[bytes]) -> None:
         for entry in entries:
             held = self._held.get(entry)
-            if held is None or held.lost:
-                continue
+            if held is None or held.lost or held.settled:
+                continue  # an entry acknowledged meanwhile is no longer pending: not lost
             held.lost = True
             logger.warning(
                 "the lease of Redis entry %s (%s) was lost: another consumer took it over; "

@@ -46,14 +46,17 @@ class Held:
         entry: the stream entry id.
         fields: the stored fields (bytes to bytes).
         lost: set when a lease renewal found another consumer owns the entry.
+        settled: set when a consumer settled it here (its write may be under way;
+            renewals leave it alone from then on).
     """
 
-    __slots__ = ("entry", "fields", "lost")
+    __slots__ = ("entry", "fields", "lost", "settled")
 
     def __init__(self, entry: bytes, fields: Mapping[bytes, bytes]) -> None:
         self.entry = entry
         self.fields = fields
         self.lost = False
+        self.settled = False
 
     def __repr__(self) -> str:
         return f"<Held {self.entry.decode()}{' lost' if self.lost else ''}>"

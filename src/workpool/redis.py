@@ -139,7 +139,8 @@ class RedisChannel:
         for name, value in query:
             if name == "queue":
                 options.setdefault("queue", value)
-        return cls(urlunsplit(parts._replace(query=urlencode(rest))), **options)
+        bare = urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(rest), parts.fragment))
+        return cls(bare, **options)
 
     @property
     def url(self) -> str:

@@ -144,14 +144,14 @@ async def test_unknown_name_bad_payload_and_bad_arguments_are_dead_lettered_at_o
 
 
 async def test_a_task_longer_than_its_lease_runs_once(harness: Harness) -> None:
-    """Lease 0.5 s, a task of 2.5 s, two workers on the file: the lease is renewed while
+    """Lease 1 s, a task of 3.5 s, two workers on the file: the lease is renewed while
     it runs, so the other worker never claims it; it runs once, deliveries 1."""
-    workers = [harness.worker(consumers=2, lease=0.5) for _ in range(2)]
+    workers = [harness.worker(consumers=2, lease=1.0) for _ in range(2)]
     for started in workers:
         await started.ready()
     channel = harness.channel()
     try:
-        long = await channel.enqueue(slow.bind(0, 2.5))
+        long = await channel.enqueue(slow.bind(0, 3.5))
         short = [await channel.enqueue(noop.bind(n)) for n in range(1, 20)]
     finally:
         await channel.aclose()

@@ -13,6 +13,7 @@ from tests.redis import jobs
 from tests.redis.helpers import PORT, TASKS, pending, stream_length
 from tests.redis.resp import command
 from workpool import ChannelUnavailableError, PoolClosedError, QueueFullError, RetryPolicy
+from workpool._redis_message import Held
 from workpool._seam import Settle
 from workpool.redis import RedisChannel
 
@@ -49,6 +50,8 @@ def test_the_password_never_shows() -> None:
     assert "hunter2" not in repr(channel)
     assert "hunter2" not in channel.url
     assert channel.url == "rediss://app:***@redis.internal:6380/2"
+    bare = RedisChannel("redis://hunter2@redis.internal/0?password=hunter3&db=1")
+    assert bare.url == "redis://***@redis.internal/0?password=***&db=1"
 
 
 def test_from_url_takes_the_queue_from_the_query() -> None:
@@ -106,6 +109,32 @@ async def test_claims_are_fifo_and_acknowledged_entries_leave_the_stream(
         await channel.aclose()
     assert stream_length(queue) == 0
     assert pending(queue) == 0
+
+
+@pytest.mark.anyio
+async def test_a_renewal_racing_an_acknowledgement_reports_no_lost_lease(
+    redis_server: str, queue: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An entry settled here whose acknowledgement is being written is not pending any
+    more: a lease renewal that finds it so must not call its lease lost."""
+    channel = RedisChannel(redis_server, queue=queue)
+    try:
+        await channel.open(TASKS)
+        await channel.enqueue(jobs.record.bind(1))
+        item = await channel.claim()
+        channel.settle(item, Settle.DONE)
+        consumer = channel._consumer
+        receipt = item.receipt
+        assert isinstance(receipt, Held)
+        # The acknowledgement is written, not yet forgotten here: a renewal in between
+        # finds the entry no longer pending and reports it.
+        with caplog.at_level(logging.WARNING, logger="workpool"):
+            consumer._lost([receipt.entry])
+        assert not [r for r in caplog.records if "lease" in r.getMessage()]
+        await consumer.flush()
+    finally:
+        await channel.aclose()
+    assert stream_length(queue) == 0
 
 
 @pytest.mark.anyio
