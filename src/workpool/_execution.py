@@ -146,9 +146,41 @@ class ItemRunner:
             if item.parent_session is not None or self._end_hooks:
                 failure = await slot.open(bool(self._end_hooks))
             attempt = item.attempts + 1  # attempts carried over by a durable channel
+            error: BaseException | None
             while failure is None:
                 item.attempts = attempt
-                error = await self._attempt(item, attempt, slot)
+                if (
+                    item.is_async
+                    and not self._eager_factory
+                    and item.timeout is None
+                    and self._task_timeout is None
+                ):
+                    # `_attempt` inline for its commonest case (no await layer): an
+                    # async work function, no timeout, no container made up front.
+                    error = None
+                    try:
+                        scope = Scope(item, attempt, slot, self._factory, None)
+                    except Exception as exc:
+                        _log_scope_failed(item, attempt)
+                        error = exc
+                    else:
+                        token = CURRENT_SCOPE.set(scope)
+                        try:
+                            await item.work(scope, self._stop)  # type: ignore[misc]
+                        except Exception as exc:
+                            slot.failed_scope_id = scope.id
+                            error = exc
+                        except BaseException as exc:
+                            if not _works_own_cancelled_error(exc):
+                                raise
+                            slot.failed_scope_id = scope.id
+                            error = exc
+                        finally:
+                            CURRENT_SCOPE.reset(token)
+                            if not close_scope_nowait(scope):
+                                await self._close_scope(scope)
+                else:
+                    error = await self._attempt(item, attempt, slot)
                 if error is None:
                     break
                 if not isinstance(error, Exception):  # the work's own CancelledError
@@ -197,7 +229,7 @@ class ItemRunner:
                 outcome = self._cancelled(item)
             raise
         finally:
-            failure = None
+            failure = error = None  # this frame is in their tracebacks: hold neither
             if retry_run is not None:
                 retry_run.close()
             state.busy -= 1
@@ -220,12 +252,7 @@ class ItemRunner:
                 container = self._factory()
             scope = Scope(item, attempt, slot, self._factory, container)
         except Exception as exc:
-            logger.exception(
-                "could not create the scope of %s (attempt %d)",
-                item.name,
-                attempt,
-                extra={"work_name": item.name, "attempt": attempt},
-            )
+            _log_scope_failed(item, attempt)
             if container is not None:
                 # made for a scope that could not be (its session had ended): close it
                 await self._close_scope(Scope(item, attempt, None, None, container))
@@ -440,6 +467,15 @@ def _call_in_thread(work: Work, scope: Scope, stopping: StopToken) -> object:
     if inspect.isawaitable(result):
         return _Awaitable(result)
     return result
+
+
+def _log_scope_failed(item: WorkItem, attempt: int) -> None:
+    logger.exception(
+        "could not create the scope of %s (attempt %d)",
+        item.name,
+        attempt,
+        extra={"work_name": item.name, "attempt": attempt},
+    )
 
 
 def _works_own_cancelled_error(exc: BaseException) -> bool:
