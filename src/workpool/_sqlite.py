@@ -24,7 +24,7 @@ from ._session import Session
 from ._sqlite_claims import Claims
 from ._sqlite_items import ChannelOptions, check_delay, check_key
 from ._sqlite_store import SqliteStore
-from ._task import TaskCall, encode_call
+from ._task import check_durable_call, encode_call
 from ._uuid import new_uuid4
 from ._watchdog import loop_poster
 
@@ -222,20 +222,7 @@ class SqliteChannel:
         item (``key=`` makes enqueueing it again harmless).
         """
         options = self._options
-        if retry is not None:
-            raise TypeError(
-                "a durable channel takes no retry= at enqueue: the policy lives with the "
-                "task, in the worker's code: @task(retry=RetryPolicy...)"
-            )
-        if type(work) is not TaskCall:
-            raise TypeError(
-                f"a durable channel stores named task calls, got {work!r}: decorate the "
-                "function with @task and enqueue task.bind(...)"
-            )
-        if name is not None and name != work.name:
-            raise TypeError(
-                f"a durable item's name is its task's ({work.name!r}); name= cannot change it"
-            )
+        work = check_durable_call(work, retry, name)
         if parent_session is not None and not isinstance(parent_session, Session):
             raise TypeError(
                 f"parent_session must be a workpool.Session or None, got {parent_session!r}"

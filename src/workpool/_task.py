@@ -336,6 +336,31 @@ class TaskCall:
         return f"<TaskCall {self.name}({', '.join(parts)})>"
 
 
+def check_durable_call(work: object, retry: object, name: str | None) -> TaskCall:
+    """*work* as a durable channel's ``enqueue`` takes it: a `TaskCall`, with no
+    ``retry=`` (the policy lives with the task) and no ``name=`` other than the task's.
+
+    Raises:
+        TypeError: saying which of the three is wrong and what to do instead.
+    """
+    if type(work) is not TaskCall:
+        raise TypeError(
+            f"a durable channel stores named task calls, got {work!r}: decorate the "
+            "function with @task and enqueue task.bind(...)"
+        )
+    if retry is not None:
+        raise TypeError(
+            "enqueue(retry=...) is not supported on a durable channel: the retry policy "
+            "lives with the task, in the worker's code: @task(retry=RetryPolicy...)"
+        )
+    if name is not None and name != work.name:
+        raise TypeError(
+            f"enqueue(name={name!r}) differs from the task's name {work.name!r}; on a "
+            "durable channel the name says which task runs: use @task(name=...)"
+        )
+    return work
+
+
 def encode_call(call: TaskCall, *, max_bytes: int) -> bytes:
     """The JSON payload of *call*: ``{"args": [...], "kwargs": {...}}``, compact, UTF-8.
 

@@ -17,7 +17,6 @@ consumer group ``workpool``; never trimmed, acknowledged entries are deleted),
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING, Any, Final, final
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from uuid import UUID
@@ -25,6 +24,7 @@ from uuid import UUID
 import anyio
 
 from ._checks import check_count, check_seconds, check_timeout
+from ._delayed import check_delay, check_key
 from ._exceptions import PoolClosedError, QueueFullError
 from ._full import FullMode
 from ._item import WorkItem, new_uuid4
@@ -32,7 +32,7 @@ from ._redis_adder import Adder
 from ._redis_consumer import RedisConsumer
 from ._redis_message import Outage, backoff, dead_letter_from, milliseconds
 from ._redis_store import RedisStore
-from ._task import TaskCall, encode_call
+from ._task import check_durable_call, encode_call
 from ._urls import mask_url
 
 if TYPE_CHECKING:
@@ -204,31 +204,11 @@ class RedisChannel:
             QueueFullError: full, in ``reject`` mode.
             ChannelUnavailableError: Redis unreachable for ``outage_timeout`` seconds.
         """
-        if type(work) is not TaskCall:
-            raise TypeError(
-                f"a Redis channel stores named task calls, got {work!r}; decorate the "
-                "function with @task and enqueue task.bind(...)"
-            )
-        if retry is not None:
-            raise TypeError(
-                "enqueue(retry=...) is not supported on a durable channel: the retry policy "
-                "lives with the task, in the worker's code: @task(retry=...)"
-            )
-        if name is not None and name != work.name:
-            raise TypeError(
-                f"enqueue(name={name!r}) differs from the task's name {work.name!r}; on a "
-                "durable channel the name says which task runs: use @task(name=...)"
-            )
+        work = check_durable_call(work, retry, name)
         timeout = check_timeout(timeout)
-        delay_ms = 0
-        if delay is not None:
-            if isinstance(delay, bool) or not isinstance(delay, int | float):
-                raise TypeError(f"delay must be a number of seconds or None, got {delay!r}")
-            if not (delay >= 0 and math.isfinite(delay)):
-                raise ValueError(f"delay must be zero or more seconds, got {delay!r}")
-            delay_ms = milliseconds(delay)
-        if key is not None and (not isinstance(key, str) or not key):
-            raise TypeError(f"key must be a non-empty str or None, got {key!r}")
+        delay_ms = 0 if delay is None else milliseconds(check_delay(delay))
+        if key is not None:
+            check_key(key)
         if self._closed:
             raise PoolClosedError("the Redis channel is closed: it accepts nothing more")
         payload = encode_call(work, max_bytes=self.max_message_bytes)
