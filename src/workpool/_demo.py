@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import logging
 import random
 import sys
 import time
@@ -22,10 +21,10 @@ from typing import TYPE_CHECKING, Any, TextIO
 import anyio
 
 from ._channel import FullMode
-from ._demo_view import LiveView, PlainView, summary_lines
+from ._demo_view import LiveView, PlainView, run_with_view, summary_lines
 from ._exceptions import QueueFullError, SettingsError
 from ._retry import RetryPolicy
-from ._runner import exit_status, serve_until_signalled
+from ._runner import exit_status
 from ._session import SessionManager
 from ._settings import PoolSettings
 
@@ -224,18 +223,7 @@ async def _run(
         if _use_live(options, out)
         else PlainView(out, min(1.0, max(0.25, options.duration / 10)), options.items, deadline)
     )
-    library = logging.getLogger("workpool")
-    library.addHandler(view.handler)
-    try:
-        started = time.monotonic()
-        async with anyio.create_task_group() as task_group:
-            task_group.start_soon(view.run, pool, started)
-            report = await serve_until_signalled(
-                pool, partial(_produce, options, jobs), deadline=deadline
-            )
-            task_group.cancel_scope.cancel()
-    finally:
-        library.removeHandler(view.handler)
+    report = await run_with_view(pool, view, partial(_produce, options, jobs), deadline)
     return pool.stats(), report, jobs, view
 
 

@@ -20,7 +20,6 @@ What makes it resumable, beside the channel itself:
 from __future__ import annotations
 
 import json
-import logging
 import os
 import random
 import time
@@ -33,8 +32,8 @@ from typing import TYPE_CHECKING, Any, TextIO
 import anyio
 
 from . import _demo_tasks
-from ._demo_view import LiveView, PlainView, ms
-from ._runner import exit_status, serve_until_signalled
+from ._demo_view import LiveView, PlainView, ms, run_with_view
+from ._runner import exit_status
 from ._settings_channel import channel_arguments
 
 if TYPE_CHECKING:
@@ -267,18 +266,7 @@ async def _run(
     # batch's duration: only a silence longer than both means items are missing.
     lease = float(settings.lease or parsed.options.get("lease", DEMO_LEASE))
     patience = 3 * lease + 5 + batch.duration
-    library = logging.getLogger("workpool")
-    library.addHandler(view.handler)
-    try:
-        started = time.monotonic()
-        async with anyio.create_task_group() as task_group:
-            task_group.start_soon(view.run, pool, started)
-            report = await serve_until_signalled(
-                pool, partial(_wait_for, progress, patience), deadline=deadline
-            )
-            task_group.cancel_scope.cancel()
-    finally:
-        library.removeHandler(view.handler)
+    report = await run_with_view(pool, view, partial(_wait_for, progress, patience), deadline)
     progress.read()
     if progress.finished:
         state.unlink(missing_ok=True)

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import anyio
 
+from ._runner import Main, serve_until_signalled
+
 if TYPE_CHECKING:
     from ._pool import WorkerPool
     from ._stats import DrainReport, PoolStats, TimingSummary
@@ -276,3 +278,21 @@ class LiveView:
         self.console.print(drain)
         for line in (lines[0], lines[-2], lines[-1]):
             self.console.print(line, highlight=False)
+
+
+async def run_with_view(
+    pool: WorkerPool, view: LiveView | PlainView, main: Main, deadline: float
+) -> DrainReport:
+    """Serve *pool* until *main* returns or a signal arrives, showing *view* meanwhile
+    (workpool's log records go to the view); the drain's report."""
+    library = logging.getLogger("workpool")
+    library.addHandler(view.handler)
+    try:
+        started = time.monotonic()
+        async with anyio.create_task_group() as task_group:
+            task_group.start_soon(view.run, pool, started)
+            report = await serve_until_signalled(pool, main, deadline=deadline)
+            task_group.cancel_scope.cancel()
+    finally:
+        library.removeHandler(view.handler)
+    return report
