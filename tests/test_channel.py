@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import inspect
 import logging
 from typing import Any
@@ -10,6 +9,7 @@ from typing import Any
 import anyio
 import pytest
 
+from tests.helpers.work import label_of, labelled, noop
 from workpool import (
     BackgroundWorker,
     Channel,
@@ -18,30 +18,10 @@ from workpool import (
     PoolClosedError,
     QueueFullError,
     RetryPolicy,
-    Scope,
-    StopToken,
     WorkItem,
 )
 
 pytestmark = pytest.mark.anyio
-
-
-async def noop(scope: Scope, stopping: StopToken) -> None:
-    """A work function that does nothing."""
-
-
-async def job(label: str, scope: Scope, stopping: StopToken) -> None:
-    """A work function told apart by *label* (bound with ``partial``)."""
-
-
-def labelled(label: str) -> functools.partial[Any]:
-    return functools.partial(job, label)
-
-
-def label_of(item: WorkItem) -> str:
-    work = item.work
-    assert isinstance(work, functools.partial)
-    return str(work.args[0])
 
 
 async def fill(worker: BackgroundWorker, *labels: str) -> list[WorkItem]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import math
 import time
 from collections import Counter
@@ -32,25 +31,9 @@ from workpool._seam import Settle
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+from tests.helpers.work import label_of, labelled, noop
+
 pytestmark = pytest.mark.anyio
-
-
-async def noop(scope: Scope, stopping: StopToken) -> None:
-    """A work function that does nothing."""
-
-
-async def job(label: str, scope: Scope, stopping: StopToken) -> None:
-    """A work function told apart by *label*."""
-
-
-def labelled(label: str) -> functools.partial[Any]:
-    return functools.partial(job, label)
-
-
-def label_of(item: WorkItem) -> str:
-    work = item.work
-    assert isinstance(work, functools.partial)
-    return str(work.args[0])
 
 
 def claim_all_ready(worker: BackgroundWorker) -> list[str]:
