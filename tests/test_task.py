@@ -29,7 +29,7 @@ from workpool import (
     retry_policy,
     task,
 )
-from workpool._item import _is_async, retry_of
+from workpool._item import retry_of
 from workpool._task import (
     RejectedMessage,
     decode_call,
@@ -388,10 +388,6 @@ async def test_task_policy_applies_in_a_pool() -> None:
 
 
 @pytest.mark.anyio
-@pytest.mark.skipif(
-    not _is_async(send_receipt.bind(1, "a")),
-    reason="the pool reads __workpool_async__ once the channel seam (issue 9) is merged",
-)
 async def test_async_task_call_runs_in_a_pool() -> None:
     """A TaskCall of an async task runs on the loop, with the objects as given."""
     seen: list[object] = []

@@ -18,23 +18,22 @@ The success path has no ``await`` layer beyond the work itself; rare paths
 from __future__ import annotations
 
 import asyncio
-import inspect
 import time
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Final, final
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Final, final
 
 import anyio
-import anyio.to_thread
 
 from ._context import CURRENT_SCOPE
 from ._hooks import Hook, call_hook
-from ._item import ItemState, Work, WorkItem, retry_of
+from ._item import ItemState, WorkItem, retry_of
 from ._itemlog import log_failed, log_retry
 from ._log import logger
 from ._retry import RetryPolicy, RetryRun
 from ._scope import Scope, ScopeFactory, close_scope_nowait, scope_log_ids
 from ._seam import Settle
 from ._session import ItemSession, SessionManager, end_hooks
+from ._syncwork import run_sync_work
 
 if TYPE_CHECKING:
     from types import CodeType
@@ -83,11 +82,16 @@ class ItemRunner:
         "_eager_factory",
         "_end_hooks",
         "_factory",
+        "_fold_at",
         "_on_dead_letter",
+        "_plain",
+        "_run_append",
+        "_run_pending",
         "_sessions",
         "_state",
         "_stop",
         "_task_timeout",
+        "_wait_append",
         "limiter",
         "listeners",
     )
@@ -114,6 +118,8 @@ class ItemRunner:
         self._factory = factory
         self._eager_factory = eager_factory
         self._task_timeout = task_timeout
+        # Attempts may run inline in `process`: no pool timeout, no eager container.
+        self._plain = not eager_factory and task_timeout is None
         self._default_retry = default_retry
         self._stop = stop
         self._budget = budget
@@ -122,6 +128,12 @@ class ItemRunner:
         """Bounds the threads of sync work functions; set when the pool starts."""
         self.listeners: list[ItemListener] = []
         """Instrumentation (`WorkerPool.add_item_listener`); none costs nothing."""
+        # The two timings of every item, recorded with the buffers' own appends (C
+        # calls) rather than `Timings.add` (a Python call each).
+        self._wait_append = state.wait_times.append
+        self._run_append = state.run_times.append
+        self._run_pending = state.run_times.pending
+        self._fold_at = state.run_times.chunk
 
     @staticmethod
     def frame_codes() -> frozenset[CodeType]:
@@ -135,7 +147,7 @@ class ItemRunner:
         item.state = _RUNNING
         state.busy += 1
         started = _monotonic()
-        state.wait_times.add(started - item.enqueued_at)
+        self._wait_append(started - item.enqueued_at)
         slot = ItemSession(item, self._sessions)
         failure: BaseException | None = None
         retry_run: RetryRun | None = None
@@ -149,12 +161,7 @@ class ItemRunner:
             error: BaseException | None
             while failure is None:
                 item.attempts = attempt
-                if (
-                    item.is_async
-                    and not self._eager_factory
-                    and item.timeout is None
-                    and self._task_timeout is None
-                ):
+                if item.is_async and item.timeout is None and self._plain:
                     # `_attempt` inline for its commonest case (no await layer): an
                     # async work function, no timeout, no container made up front.
                     error = None
@@ -236,7 +243,10 @@ class ItemRunner:
             if slot.held:
                 await self._release_session(slot)
             finished_at = _monotonic()
-            state.run_times.add(finished_at - started)
+            self._run_append(finished_at - started)
+            if len(self._run_pending) >= self._fold_at:
+                state.wait_times.fold()
+                state.run_times.fold()
             if self.listeners:
                 self._notify_listeners(item, started, finished_at)
             if outcome is not None:
@@ -265,13 +275,13 @@ class ItemRunner:
                 if item.is_async:
                     await item.work(scope, self._stop)  # type: ignore[misc]
                 else:
-                    await self._run_sync(item, scope)
+                    await run_sync_work(item.work, scope, self._stop, self.limiter)
             else:
                 with anyio.fail_after(timeout) as deadline:
                     if item.is_async:
                         await item.work(scope, self._stop)  # type: ignore[misc]
                     else:
-                        await self._run_sync(item, scope)
+                        await run_sync_work(item.work, scope, self._stop, self.limiter)
         except Exception as exc:
             if deadline is not None and deadline.cancel_called and isinstance(exc, TimeoutError):
                 self._state.timed_out += 1
@@ -287,26 +297,6 @@ class ItemRunner:
             if not close_scope_nowait(scope):
                 await self._close_scope(scope)
         return None
-
-    async def _run_sync(self, item: WorkItem, scope: Scope) -> None:
-        result = await anyio.to_thread.run_sync(
-            _call_in_thread,
-            item.work,
-            scope,
-            self._stop,
-            limiter=self.limiter,
-            abandon_on_cancel=True,
-        )
-        if type(result) is _Awaitable:
-            # e.g. lambda scope, stopping: send(order): run the coroutine it made
-            await result.awaitable
-        elif type(result) is _Raised:
-            error, result.error = result.error, None
-            del result
-            try:
-                raise error  # type: ignore[misc]
-            finally:
-                del error  # this frame is in the traceback: hold nothing of it
 
     # -- outcomes off the success path ------------------------------------------------
 
@@ -434,39 +424,6 @@ class ItemRunner:
                     slot.item.name,
                     extra={"work_name": slot.item.name, "session_id": session.id},
                 )
-
-
-@final
-class _Awaitable:
-    """What a sync work function returned that must be awaited on the loop, boxed:
-    trio refuses a coroutine as the return value of a thread."""
-
-    __slots__ = ("awaitable",)
-
-    def __init__(self, awaitable: Awaitable[Any]) -> None:
-        self.awaitable = awaitable
-
-
-@final
-class _Raised:
-    """What a sync work function raised, handed back from its thread rather than
-    raised there: raised through the thread runner's frames, the exception would be
-    kept alive by them (frame -> future -> exception -> traceback -> frame)."""
-
-    __slots__ = ("error",)
-
-    def __init__(self, error: Exception) -> None:
-        self.error: Exception | None = error
-
-
-def _call_in_thread(work: Work, scope: Scope, stopping: StopToken) -> object:
-    try:
-        result = work(scope, stopping)
-    except Exception as exc:
-        return _Raised(exc)
-    if inspect.isawaitable(result):
-        return _Awaitable(result)
-    return result
 
 
 def _log_scope_failed(item: WorkItem, attempt: int) -> None:

@@ -54,15 +54,7 @@ _RUNNING: Final = ItemState.RUNNING
 # Bound once: a name imported from a module is called through LOAD_ATTR (Python
 # 3.11 takes it for a module), which would make a bound method per item.
 _known_code: Final = KNOWN_CODES.get
-
-
-def _is_async(work: Callable[..., Any]) -> bool:
-    """Whether *work* runs on the loop (else in a worker thread), once it is known to
-    take ``(scope, stopping)``: a plain function seen before costs one lookup."""
-    known = _known_code(getattr(work, "__code__", None))  # type: ignore[arg-type]
-    if known is not None:
-        return known
-    return work_kind(work)
+_monotonic: Final = time.monotonic
 
 
 def retry_of(work: Callable[..., Any]) -> RetryPolicy | None:
@@ -196,7 +188,10 @@ class WorkItem:
         timeout: float | None = None,
         name: str | None = None,
     ) -> None:
-        if not callable(work):
+        # A plain function seen before is known by its code (one lookup); anything
+        # else is checked (`TypeError` for what cannot be called) and then classified.
+        known = _known_code(getattr(work, "__code__", None))  # type: ignore[arg-type]
+        if known is None:
             check_work(work)
         if parent_session is not None and not isinstance(parent_session, Session):
             raise TypeError(
@@ -208,8 +203,8 @@ class WorkItem:
         self.timeout = _checked_timeout(timeout) if timeout is not None else None
         self._name = _checked_name(name) if name is not None else None
         self._id: UUID | None = None
-        self.is_async = _is_async(work)
-        self.enqueued_at = time.monotonic()
+        self.is_async = known if known is not None else work_kind(work)
+        self.enqueued_at = _monotonic()
         self.state = _QUEUED
         self.attempts = 0
         # What channels record about a delivery, made only by those that do: one

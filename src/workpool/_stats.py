@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+import struct
 from array import array
+from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, final
 
@@ -32,52 +34,70 @@ class TimingSummary:
 
 @final
 class Timings:
-    """Records durations cheaply: one append per sample, totals folded in batches.
+    """Records durations cheaply: one list append per sample, folded in batches.
 
-    Samples go to a buffer; each time it holds *size* of them, they are folded into
-    the running count, total and maximum (``sum`` and ``max`` run in C) and kept as
-    the previous window for the percentiles. Two samples per item are recorded on
-    the pool's hot path, so ``add`` does as little as it can.
+    Samples go to the `pending` list (a list append is a fraction of the cost of an
+    ``array`` one, which parses its argument). Each time it holds `chunk` of them
+    they are folded: into the running count, total and maximum (``sum`` and ``max``
+    run in C), and packed into an 8-byte-per-sample array kept for the percentiles,
+    the last *size* samples of them. Two samples per item are recorded on the pool's
+    hot path, so the item runner binds `append` once and calls `fold` itself when
+    `pending` is full (`add` does both, for everyone else).
+
+    Attributes:
+        append: appends one sample to `pending` (the list's own ``append``; the list
+            is never replaced, so it can be bound once).
+        pending: the samples not yet folded.
+        chunk: how many samples `pending` holds before it is folded.
     """
 
-    __slots__ = ("_count", "_max", "_pending", "_recent", "_size", "_total")
+    __slots__ = ("_chunks", "_count", "_max", "_total", "append", "chunk", "pending", "size")
 
-    def __init__(self, size: int = 10_000) -> None:
-        self._size = size
-        self._pending = array("d")
-        self._recent = array("d")
+    def __init__(self, size: int = 10_000, chunk: int = 1_000) -> None:
+        self.size = size
+        self.chunk = min(chunk, size)
+        self.pending: list[float] = []
+        self.append = self.pending.append
+        # The folded samples of the percentile window, newest last, packed.
+        self._chunks: deque[array[float]] = deque(maxlen=-(-size // self.chunk))
         self._count = 0
         self._total = 0.0
         self._max = 0.0
 
     def add(self, seconds: float) -> None:
         """Record one duration."""
-        pending = self._pending
+        pending = self.pending
         pending.append(seconds)
-        if len(pending) >= self._size:
-            self._fold()
+        if len(pending) >= self.chunk:
+            self.fold()
 
-    def _fold(self) -> None:
-        pending = self._pending
+    def fold(self) -> None:
+        """Fold the pending samples into the totals and the percentile window."""
+        pending = self.pending
+        if not pending:
+            return
         self._count += len(pending)
         self._total += sum(pending)
         self._max = max(self._max, max(pending))
-        self._recent, self._pending = pending, array("d")
+        packed = array("d")
+        packed.frombytes(struct.pack(f"{len(pending)}d", *pending))
+        self._chunks.append(packed)
+        del pending[:]
 
     @property
     def count(self) -> int:
         """How many durations were recorded."""
-        return self._count + len(self._pending)
+        return self._count + len(self.pending)
 
     @property
     def total(self) -> float:
         """The sum of every duration recorded."""
-        return self._total + sum(self._pending)
+        return self._total + sum(self.pending)
 
     @property
     def max(self) -> float:
         """The longest duration recorded."""
-        pending = self._pending
+        pending = self.pending
         return max(self._max, max(pending)) if pending else self._max
 
     def summary(self) -> TimingSummary:
@@ -85,7 +105,11 @@ class Timings:
         count = self.count
         if not count:
             return TimingSummary()
-        ordered = sorted((self._recent + self._pending)[-self._size :])
+        recent: list[float] = []
+        for packed in self._chunks:
+            recent.extend(packed)
+        recent.extend(self.pending)
+        ordered = sorted(recent[-self.size :])
         return TimingSummary(
             count=count,
             mean=self.total / count,
