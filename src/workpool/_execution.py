@@ -32,7 +32,7 @@ from ._log import logger
 from ._retry import RetryPolicy, RetryRun
 from ._scope import Scope, ScopeFactory, close_scope_nowait, scope_log_ids
 from ._seam import Settle
-from ._session import ItemSession, SessionManager, end_hooks
+from ._session import ItemSession, LazyItemSessions, SessionManager, end_hooks
 from ._syncwork import run_sync_work
 
 if TYPE_CHECKING:
@@ -83,6 +83,7 @@ class ItemRunner:
         "_end_hooks",
         "_factory",
         "_fold_at",
+        "_lazy",
         "_on_dead_letter",
         "_plain",
         "_run_append",
@@ -115,6 +116,7 @@ class ItemRunner:
         self._sessions = sessions
         # Live: a hook added later counts from the next item on.
         self._end_hooks = end_hooks(sessions)
+        self._lazy = LazyItemSessions(sessions)
         self._factory = factory
         self._eager_factory = eager_factory
         self._task_timeout = task_timeout
@@ -148,7 +150,10 @@ class ItemRunner:
         state.busy += 1
         started = _monotonic()
         self._wait_append(started - item.enqueued_at)
-        slot = ItemSession(item, self._sessions)
+        lazy = self._lazy
+        # The item's hold on its session: a real one at once when there is a parent
+        # to join or an on_end hook to see it, else the runner's stand-in.
+        slot: ItemSession | LazyItemSessions = lazy
         failure: BaseException | None = None
         retry_run: RetryRun | None = None
         finished = False
@@ -156,6 +161,7 @@ class ItemRunner:
         outcome: Settle | None = _DONE
         try:
             if item.parent_session is not None or self._end_hooks:
+                slot = ItemSession(item, self._sessions)
                 failure = await slot.open(bool(self._end_hooks))
             attempt = item.attempts + 1  # attempts carried over by a durable channel
             error: BaseException | None
@@ -175,11 +181,13 @@ class ItemRunner:
                         try:
                             await item.work(scope, self._stop)  # type: ignore[misc]
                         except Exception as exc:
+                            slot = lazy.take(item, slot)
                             slot.failed_scope_id = scope.id
                             error = exc
                         except BaseException as exc:
                             if not _works_own_cancelled_error(exc):
                                 raise
+                            slot = lazy.take(item, slot)
                             slot.failed_scope_id = scope.id
                             error = exc
                         finally:
@@ -187,9 +195,11 @@ class ItemRunner:
                             if not close_scope_nowait(scope):
                                 await self._close_scope(scope)
                 else:
+                    slot = lazy.take(item, slot)
                     error = await self._attempt(item, attempt, slot)
                 if error is None:
                     break
+                slot = lazy.take(item, slot)  # the logs and the next attempt need it
                 if not isinstance(error, Exception):  # the work's own CancelledError
                     failure = error
                     break
@@ -230,6 +240,7 @@ class ItemRunner:
             else:
                 # A durable channel is told at once (with the error), in _fail.
                 outcome = None if self._channel.durable else _DEAD
+                slot = lazy.take(item, slot)
                 await self._fail(item, slot, failure)
         except BaseException:
             if not finished and item.state is _RUNNING:
@@ -240,8 +251,10 @@ class ItemRunner:
             if retry_run is not None:
                 retry_run.close()
             state.busy -= 1
+            if lazy.made and slot is lazy:  # the work may have read its session
+                slot = lazy.made.pop(item, slot)
             if slot.held:
-                await self._release_session(slot)
+                await self._release_session(slot)  # type: ignore[arg-type]
             finished_at = _monotonic()
             self._run_append(finished_at - started)
             if len(self._run_pending) >= self._fold_at:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, final, runtime_checkable
 
+from ._session import LazyItemSessions
 from ._svcs import svcs
 from ._uuid import new_uuid4
 
@@ -85,7 +86,7 @@ class Scope:
         self,
         item: WorkItem,
         attempt: int,
-        slot: ItemSession | None,
+        slot: ItemSession | LazyItemSessions | None,
         factory: ScopeFactory | None,
         container: ServiceContainer | None = None,
     ) -> None:
@@ -125,6 +126,8 @@ class Scope:
                 # The item may be finished and released: a session made now would
                 # be held by it forever.
                 raise RuntimeError("this scope is closed: its attempt has ended")
+            if type(slot) is LazyItemSessions:
+                slot = self._slot = slot.make(self.item)
             session = slot.materialize()
         if not self._attached and not self._closed:
             slot.manager.add_scope(session, self.id)

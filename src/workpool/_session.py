@@ -9,7 +9,7 @@ when the channel accepts the item (`hold_parent`), passed to the running item
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any, final
+from typing import TYPE_CHECKING, Any, ClassVar, final
 from uuid import UUID
 
 from ._checks import check_seconds
@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ItemSession",
+    "LazyItemSessions",
     "Session",
     "SessionManager",
     "end_hooks",
@@ -414,3 +415,41 @@ class ItemSession:
             session = self.session = self.manager.create_session(self.item.id)
             self.held = True
         return session
+
+
+@final
+class LazyItemSessions:
+    """Stands in for the `ItemSession` of each item that has no session yet (no
+    parent, no ``on_end`` hooks): one per item runner, so that an item whose work
+    never reads its session makes no per-item object for it.
+
+    It reads as a slot without a session (``session`` is ``None``, ``held`` is
+    false). The first read of ``scope.session`` calls `make`, which makes the item's
+    real `ItemSession` and keeps it in `made` until the runner collects it with
+    `take` (after a failed attempt, and when the item ends).
+    """
+
+    __slots__ = ("made", "manager")
+
+    session: ClassVar[None] = None
+    held: ClassVar[bool] = False
+
+    def __init__(self, manager: SessionManager) -> None:
+        self.manager = manager
+        self.made: dict[WorkItem, ItemSession] = {}
+        """The slots made for items still running, by item."""
+
+    def make(self, item: WorkItem) -> ItemSession:
+        """The item's real slot, made now (its session is then made by the caller)."""
+        slot = self.made.get(item)
+        if slot is None:
+            slot = self.made[item] = ItemSession(item, self.manager)
+        return slot
+
+    def take(self, item: WorkItem, slot: ItemSession | LazyItemSessions) -> ItemSession:
+        """*slot* if it is a real one; else the one made for *item* (handed over: no
+        longer kept here), or a new one."""
+        if type(slot) is ItemSession:
+            return slot
+        made = self.made.pop(item, None)
+        return made if made is not None else ItemSession(item, self.manager)
