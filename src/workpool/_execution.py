@@ -82,12 +82,10 @@ class ItemRunner:
         "_eager_factory",
         "_end_hooks",
         "_factory",
-        "_fold_at",
         "_lazy",
         "_on_dead_letter",
         "_plain",
         "_run_append",
-        "_run_pending",
         "_sessions",
         "_state",
         "_stop",
@@ -130,12 +128,11 @@ class ItemRunner:
         """Bounds the threads of sync work functions; set when the pool starts."""
         self.listeners: list[ItemListener] = []
         """Instrumentation (`WorkerPool.add_item_listener`); none costs nothing."""
-        # The two timings of every item, recorded with the buffers' own appends (C
-        # calls) rather than `Timings.add` (a Python call each).
+        # The two timings of every item, recorded with the lists' own appends (C
+        # calls) rather than `Timings.add` (a Python call each); the consumers fold
+        # them now and then (`fold_timings`).
         self._wait_append = state.wait_times.append
         self._run_append = state.run_times.append
-        self._run_pending = state.run_times.pending
-        self._fold_at = state.run_times.chunk
 
     @staticmethod
     def frame_codes() -> frozenset[CodeType]:
@@ -147,7 +144,6 @@ class ItemRunner:
         """Run one item through its session, retry policy and attempts; settle it."""
         state = self._state
         item.state = _RUNNING
-        state.busy += 1
         started = _monotonic()
         self._wait_append(started - item.enqueued_at)
         lazy = self._lazy
@@ -250,16 +246,12 @@ class ItemRunner:
             failure = error = None  # this frame is in their tracebacks: hold neither
             if retry_run is not None:
                 retry_run.close()
-            state.busy -= 1
             if lazy.made and slot is lazy:  # the work may have read its session
                 slot = lazy.made.pop(item, slot)
             if slot.held:
                 await self._release_session(slot)  # type: ignore[arg-type]
             finished_at = _monotonic()
-            self._run_append(finished_at - started)
-            if len(self._run_pending) >= self._fold_at:
-                state.wait_times.fold()
-                state.run_times.fold()
+            self._run_append(finished_at - started)  # folded by the consumers
             if self.listeners:
                 self._notify_listeners(item, started, finished_at)
             if outcome is not None:

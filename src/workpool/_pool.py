@@ -334,7 +334,7 @@ class WorkerPool:
         state = self._state
         return PoolStats(
             consumers=self._consumers,
-            busy=state.busy,
+            busy=len(state.in_flight) - state.in_flight.count(None),
             queued=worker.qsize(),
             capacity=worker.capacity,
             enqueued=worker.enqueued_total,

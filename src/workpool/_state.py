@@ -28,13 +28,12 @@ class PoolState:
 
     Attributes:
         in_flight: the item each consumer runs now (``None`` when idle); the loop
-            watchdog reads it from its thread.
+            watchdog reads it from its thread, and ``stats().busy`` counts it.
     """
 
     in_flight: list[WorkItem | None]
 
     # counters
-    busy: int = 0
     succeeded: int = 0
     failed: int = 0
     retried: int = 0

@@ -41,8 +41,9 @@ class Timings:
     they are folded: into the running count, total and maximum (``sum`` and ``max``
     run in C), and packed into an 8-byte-per-sample array kept for the percentiles,
     the last *size* samples of them. Two samples per item are recorded on the pool's
-    hot path, so the item runner binds `append` once and calls `fold` itself when
-    `pending` is full (`add` does both, for everyone else).
+    hot path, so the item runner binds `append` once, and the consumers call `fold`
+    when `pending` is full (`add` does both, for everyone else); `pending` may then
+    run a few samples past `chunk`.
 
     Attributes:
         append: appends one sample to `pending` (the list's own ``append``; the list
