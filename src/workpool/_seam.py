@@ -13,14 +13,14 @@ import enum
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Coroutine, Mapping
 
     from ._hooks import Hook
     from ._item import Work, WorkItem
     from ._retry import RetryPolicy
     from ._session import Session
 
-__all__ = ["Channel", "Settle"]
+__all__ = ["Channel", "Enqueue", "Settle"]
 
 
 class Settle(enum.Enum):
@@ -34,6 +34,22 @@ class Settle(enum.Enum):
     """Hand back to the store at once, deliveries kept (shutdown)."""
     RESCHEDULED = "rescheduled"
     """Acknowledge and re-add, due after ``delay`` seconds, attempts kept."""
+
+
+class Enqueue(Protocol):
+    """A channel's ``enqueue`` method, as `WorkerPool.enqueue` hands it out."""
+
+    def __call__(
+        self,
+        work: Work,
+        parent_session: Session | None = None,
+        *,
+        retry: RetryPolicy | None = None,
+        timeout: float | None = None,
+        name: str | None = None,
+        delay: float | None = None,
+        key: str | None = None,
+    ) -> Coroutine[Any, Any, WorkItem]: ...
 
 
 @runtime_checkable
