@@ -17,7 +17,7 @@ import anyio.lowlevel
 from ._delayed import delay_seconds, make_item
 from ._exceptions import PoolClosedError, QueueFullError
 from ._full import FullMode, parse_full_mode
-from ._item import ItemState, Work, WorkItem
+from ._item import ItemState, Work, WorkItem, item_with_options
 from ._log import logger
 from ._memory import MemoryChannelBase
 from ._seam import Channel, Settle
@@ -100,10 +100,11 @@ class BackgroundWorker(MemoryChannelBase):
         # Keyword arguments cost a Python call about 150 ns: leave them out when unset.
         if retry is None and timeout is None and name is None and delay is None and key is None:
             item = WorkItem(work, parent_session)
+        elif delay is None and key is None:  # options only: one call fewer
+            item = item_with_options(work, parent_session, retry, timeout, name)
         else:
             item = make_item(work, parent_session, retry, timeout, name, key)
-            if delay is not None or key is not None:
-                return await self._enqueue_slow(item, delay_seconds(delay))
+            return await self._enqueue_slow(item, delay_seconds(delay))
         if self._closed:
             raise self._closed_error()
         if len(self._items) >= self._room:
@@ -142,10 +143,11 @@ class BackgroundWorker(MemoryChannelBase):
         # Keyword arguments cost a Python call about 150 ns: leave them out when unset.
         if retry is None and timeout is None and name is None and delay is None and key is None:
             item = WorkItem(work, parent_session)
+        elif delay is None and key is None:  # options only: one call fewer
+            item = item_with_options(work, parent_session, retry, timeout, name)
         else:
             item = make_item(work, parent_session, retry, timeout, name, key)
-            if delay is not None or key is not None:
-                return self._enqueue_slow_nowait(item, delay_seconds(delay))
+            return self._enqueue_slow_nowait(item, delay_seconds(delay))
         if self._closed:
             raise self._closed_error()
         if len(self._items) >= self._room:
