@@ -221,6 +221,36 @@ async def test_a_second_shutdown_with_a_shorter_deadline_cuts_the_drain_short() 
     assert exit_status(report) == EXIT_UNFINISHED
 
 
+@pytest.mark.anyio
+async def test_the_handlers_in_place_before_are_put_back() -> None:
+    """A signal drains the pool, and afterwards SIGTERM and SIGINT have the handlers
+    the application had installed, not the default that would kill the process."""
+    seen: list[int] = []
+
+    def application_handler(signum: int, frame: object) -> None:
+        seen.append(signum)
+
+    before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    signal.signal(signal.SIGTERM, application_handler)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+
+        async def main(pool: WorkerPool) -> None:
+            await pool.enqueue(_noop)
+            os.kill(os.getpid(), signal.SIGTERM)
+            await anyio.sleep_forever()
+
+        with anyio.fail_after(10):
+            report = await serve_until_signalled(lambda: WorkerPool(consumers=1), main)
+        assert report.succeeded == 1
+        assert seen == []  # the drain took that signal, not the application
+        assert signal.getsignal(signal.SIGTERM) is application_handler
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        for signum, handler in before.items():
+            signal.signal(signum, handler)
+
+
 def test_run_until_signalled_returns_the_exit_status() -> None:
     """The sync entry point runs the pool from a factory and returns 0 for a clean drain."""
 

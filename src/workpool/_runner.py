@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import signal
 from collections.abc import Awaitable, Callable
+from contextlib import contextmanager
 from functools import partial
 from typing import TYPE_CHECKING, Final
 
@@ -24,6 +25,8 @@ from ._log import logger
 from ._pool import WorkerPool
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from ._stats import DrainReport
 
 __all__ = [
@@ -123,7 +126,7 @@ async def serve_until_signalled(
     drain_deadline = the_pool.shutdown_deadline if deadline is None else float(deadline)
     failure: list[BaseException] = []
 
-    with anyio.open_signal_receiver(*signals) as received:
+    with _handlers_restored(signals), anyio.open_signal_receiver(*signals) as received:
         async with the_pool:
             stop = anyio.Event()
             main_scope = anyio.CancelScope()
@@ -180,6 +183,21 @@ async def serve_until_signalled(
         finally:
             failure.clear()
     return report
+
+
+@contextmanager
+def _handlers_restored(signals: tuple[signal.Signals, ...]) -> Iterator[None]:
+    """Put back the Python-level handlers *signals* had before: leaving anyio's signal
+    receiver on asyncio sets them to ``SIG_DFL``, so an application's own handler (or
+    ``SIG_IGN``) would be gone, and a late signal would kill the process."""
+    previous = {signum: signal.getsignal(signum) for signum in signals}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            # None: installed from C, which Python cannot put back
+            if handler is not None and signal.getsignal(signum) is not handler:
+                signal.signal(signum, handler)
 
 
 def run_until_signalled(

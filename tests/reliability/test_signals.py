@@ -64,6 +64,10 @@ if mode == "drain":
     pool = WorkerPool(consumers=1, shutdown_deadline=5.0)
 else:
     pool = WorkerPool(consumers=4, shutdown_deadline=30.0)
+    # The repeated signals may come after the drain has returned: the handler in
+    # place before (ignore) is put back then, so they cannot kill the process.
+    import signal
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 code = run_until_signalled(pool, main, backend=backend)
 report = pool.report
 say(f"report succeeded={report.succeeded} cancelled={len(report.cancelled)} "
