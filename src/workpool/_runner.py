@@ -99,7 +99,8 @@ async def serve_until_signalled(
     On the first of *signals*: intake closes (``enqueue*`` raise `PoolClosedError`),
     the `StopToken` is set, *main* is cancelled, and the pool drains within
     *deadline*. A second signal during the drain cuts it short: in-flight items
-    are cancelled and queued ones abandoned at once. Later signals are ignored.
+    are cancelled and queued ones abandoned at once. Later signals are ignored;
+    once this returns, the handlers *signals* had before are back in place.
 
     Args:
         pool: a `WorkerPool` that has not started, a function returning one (called
