@@ -180,8 +180,8 @@ class RedisConsumer:
                     return
                 self._read_waits = backoff()
                 self._outage.recovered()
-                for entry in entries:
-                    self._take(entry.identifier, entry.field_values, 1)
+                for entry, fields in entries:
+                    self._take(entry, fields, 1)
         finally:
             self._fetch_scope = None
             self._fetching = False
