@@ -22,7 +22,7 @@ class _Slot:
 
     def __init__(self, message: Sequence[Any]) -> None:
         self.message = message
-        self.wake = anyio.Event()
+        self.wake: anyio.Event | None = None  # made when the call waits
         self.finished = False
         self.result: tuple[int, bytes] | None = None
         self.error: BaseException | None = None
@@ -92,8 +92,11 @@ class Adder:
                 slot.result = result
         for slot in batch:
             slot.finished = True
-            slot.wake.set()
+            if slot.wake is not None:
+                slot.wake.set()
 
     def _hand_over(self) -> None:
         if self._queue and not self._leading:
-            self._queue[0].wake.set()
+            wake = self._queue[0].wake
+            if wake is not None:
+                wake.set()

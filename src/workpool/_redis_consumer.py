@@ -47,6 +47,7 @@ if TYPE_CHECKING:
 __all__ = ["RedisConsumer"]
 
 _BATCH: Final = 500  # entries per acknowledgement or renewal script call
+_PREFETCH: Final = 16  # entries read ahead of the consumers waiting
 _DONE: Final = Settle.DONE
 _DEAD: Final = Settle.DEAD
 _RELEASED: Final = Settle.RELEASED
@@ -82,9 +83,9 @@ class RedisConsumer:
         self._buffer: deque[WorkItem] = deque()
         self._held: dict[bytes, Held] = {}
         self._waiting = 0
+        self._waiters: deque[anyio.Event] = deque()  # consumers waiting in claim
         self._fetching = False
         self._fetch_scope: anyio.CancelScope | None = None
-        self._changed: anyio.Event | None = None
         self._closed = False
         self._opened = False
         self._acks: list[Held] = []
@@ -112,10 +113,23 @@ class RedisConsumer:
 
     async def retrying(self, step: Callable[[], Awaitable[Any]], doing: str) -> Any:
         """Run *step*, retrying through an outage for ``outage_timeout`` seconds."""
+        started = anyio.current_time()
+        try:
+            result = await step()  # the common case, without a scope
+        except Exception as exc:
+            if not is_outage(exc):
+                raise
+            error: BaseException | None = exc
+            self._outage.failed(exc, doing)
+        else:
+            if self._outage.active:
+                self._outage.recovered()
+            return result
         waits = backoff()
-        error: BaseException | None = None
-        with anyio.move_on_after(self._outage_timeout):
+        with anyio.CancelScope(deadline=started + self._outage_timeout):
             while True:
+                await anyio.sleep(next(waits))
+                await self._store.ensure()  # the client's task again, if it ended
                 try:
                     result = await step()
                 except Exception as exc:
@@ -123,8 +137,6 @@ class RedisConsumer:
                         raise
                     error = exc
                     self._outage.failed(exc, doing)
-                    await anyio.sleep(next(waits))
-                    await self._store.ensure()  # the client's task again, if it ended
                 else:
                     self._outage.recovered()
                     return result
@@ -141,34 +153,57 @@ class RedisConsumer:
         raise anyio.WouldBlock
 
     async def claim(self) -> WorkItem:
+        """The next item read for this process; waits for one.
+
+        One waiting consumer reads for all (`_fetch`); the others wait, each on an event
+        of its own, and are woken one per item read (plus one to read next), not all
+        together."""
+        waiters = self._waiters
         while True:
             if self._closed:
                 raise PoolClosedError("the Redis channel is closed: it claims nothing more")
             if self._buffer:
                 return self._buffer.popleft()
             self._waiting += 1
-            try:
-                if self._fetching:
-                    changed = self._changed
-                    if changed is None:
-                        changed = self._changed = anyio.Event()
-                    await changed.wait()
-                else:
+            if not self._fetching:
+                try:
                     await self._fetch()
+                except BaseException:
+                    self._wake(len(self._buffer) + 1)  # another one reads next
+                    raise
+                finally:
+                    self._waiting -= 1
+                # This one takes an item; one woken consumer is left over to read next.
+                self._wake(len(self._buffer))
+                continue
+            wake = anyio.Event()
+            waiters.append(wake)
+            try:
+                await wake.wait()
+            except BaseException:
+                if wake.is_set():
+                    self._wake(1)  # it was woken for an item or to read: pass it on
+                else:
+                    waiters.remove(wake)
+                raise
             finally:
                 self._waiting -= 1
 
-    def _notify(self) -> None:
-        changed, self._changed = self._changed, None
-        if changed is not None:
-            changed.set()
+    def _wake(self, count: int) -> None:
+        """Wake up to *count* waiting consumers, longest waiting first."""
+        waiters = self._waiters
+        while count > 0 and waiters:
+            waiters.popleft().set()
+            count -= 1
 
     async def _fetch(self) -> None:
-        """Read new entries for the consumers waiting now (this one included)."""
+        """Read new entries for the consumers waiting now (this one included), and up to
+        ``_PREFETCH`` more: they wait in the buffer, their leases renewed like those of
+        running items, and are handed back at close if no consumer took them."""
         self._fetching = True
         try:
             await anyio.lowlevel.checkpoint()  # the other idle consumers line up
-            want = self._waiting - len(self._buffer)
+            want = self._waiting + _PREFETCH - len(self._buffer)
             if want <= 0 or self._closed:
                 return
             with anyio.CancelScope() as scope:  # close() cancels a blocked read
@@ -185,7 +220,6 @@ class RedisConsumer:
         finally:
             self._fetch_scope = None
             self._fetching = False
-            self._notify()
 
     def _take(self, entry: bytes, fields: Mapping[bytes, bytes], delivered: int) -> None:
         if entry in self._held:
@@ -377,7 +411,7 @@ class RedisConsumer:
                 fields = dict(zip(flat[::2], flat[1::2], strict=True))
                 self._take(entry, fields, int(count))
             if found:
-                self._notify()
+                self._wake(len(self._buffer))
 
     async def _promote_loop(self) -> None:
         waits = backoff()
@@ -399,7 +433,7 @@ class RedisConsumer:
         self._closed = True
         if self._fetch_scope is not None:
             self._fetch_scope.cancel()
-        self._notify()
+        self._wake(len(self._waiters))
 
     async def aclose(self) -> None:
         """Write what is left to settle, hand back what was read but never handed out

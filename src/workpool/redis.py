@@ -36,7 +36,7 @@ from ._task import check_durable_call, encode_call
 from ._urls import mask_url
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Collection, Mapping, Sequence
+    from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 
     from ._hooks import Hook
     from ._payload import DeadLetter
@@ -247,11 +247,13 @@ class RedisChannel:
         """Store *message* (with the enqueue calls made meanwhile): until Redis has it,
         or refuses it for good."""
         await self._store.ensure()
-        full_waits = backoff(0.01, 0.5)
+        full_waits: Iterator[float] | None = None
         while True:
             code, value = await self._adder.add(message)
             if code != _FULL:
                 return code, value
+            if full_waits is None:
+                full_waits = backoff(0.01, 0.5)
             if self.full_mode is FullMode.REJECT:
                 self._rejected += 1
                 raise QueueFullError(
