@@ -39,12 +39,29 @@ class Adder:
             fail the whole batch (it retries through outages itself).
     """
 
-    __slots__ = ("_leading", "_queue", "_write")
+    __slots__ = ("_changed", "_leading", "_queue", "_write")
 
     def __init__(self, write: Callable[[list[Sequence[Any]]], Awaitable[list[Any]]]) -> None:
         self._write = write
         self._queue: deque[_Slot] = deque()
         self._leading = False
+        self._changed: anyio.Event | None = None
+
+    @property
+    def busy(self) -> bool:
+        """Whether a write is under way or calls wait for the next one."""
+        return self._leading or bool(self._queue)
+
+    async def changed(self) -> None:
+        """Wait until a write ends or a waiting call leaves (then `busy` may be False)."""
+        if self._changed is None:
+            self._changed = anyio.Event()
+        await self._changed.wait()
+
+    def _signal(self) -> None:
+        changed, self._changed = self._changed, None
+        if changed is not None:
+            changed.set()
 
     async def add(self, message: Sequence[Any]) -> tuple[int, bytes]:
         """Write *message* (with whatever else is queued); its result.
@@ -65,6 +82,7 @@ class Adder:
                     if slot in self._queue:
                         self._queue.remove(slot)
                     self._hand_over()  # in case the lead had just been passed to it
+                    self._signal()
                     raise
                 continue
             self._leading = True
@@ -74,6 +92,7 @@ class Adder:
             finally:
                 self._leading = False
                 self._hand_over()
+                self._signal()
         if slot.error is not None:
             raise slot.error
         assert slot.result is not None

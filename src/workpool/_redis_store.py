@@ -275,17 +275,33 @@ class RedisStore:
     # -- producers ---------------------------------------------------------------------
 
     async def add(
-        self, messages: Sequence[Sequence[Any]], *, capacity: int, seen_ms: int
-    ) -> list[tuple[int, bytes]]:
+        self,
+        messages: Sequence[Sequence[Any]],
+        *,
+        capacity: int,
+        seen_ms: int,
+        acks: Sequence[bytes] = (),
+        freed: Sequence[bytes] = (),
+        read: int = 0,
+    ) -> tuple[list[tuple[int, bytes]], list[tuple[bytes, dict[bytes, bytes]]]]:
         """Run ``ADD`` for *messages* (each: id, name, args, att, dlv, to, key, par,
-        delay_ms): ``(code, value)`` for each, in order."""
+        delay_ms): ``(code, value)`` for each, in order; and, riding along, acknowledge
+        *acks* (freeing *freed*: key, id pairs, flat) and read up to *read* new entries
+        for this consumer, returned as ``(entry id, fields)`` pairs."""
         keys = [self.stream, self.delayed, self.body, self.keys]
-        keys += [f"{self.prefix}seen:{message[0]}" for message in messages]
-        args: list[Any] = [capacity, seen_ms]
+        prefix = self.prefix
+        keys += [f"{prefix}seen:{message[0]}" for message in messages]
+        args: list[Any] = [capacity, seen_ms, GROUP, self.consumer, read, len(acks), len(freed)]
+        args += acks
+        args += freed
         for message in messages:
             args += message
         reply: list[Any] = await shielded(self._script(self._add, keys, args))
-        return [(int(reply[i]), reply[i + 1]) for i in range(0, len(reply), 2)]
+        codes, got = reply
+        results = [(int(codes[i]), codes[i + 1]) for i in range(0, len(codes), 2)]
+        return results, [
+            (entry, dict(zip(flat[::2], flat[1::2], strict=True))) for entry, flat in got
+        ]
 
     async def promote(self, limit: int = 100) -> tuple[int, int]:
         """Move due delayed messages into the stream: (moved, ms until the next, or -1)."""
