@@ -278,6 +278,7 @@ class RedisStore:
         self,
         messages: Sequence[Sequence[Any]],
         *,
+        call: str,
         capacity: int,
         seen_ms: int,
         acks: Sequence[bytes] = (),
@@ -285,12 +286,11 @@ class RedisStore:
         read: int = 0,
     ) -> tuple[list[tuple[int, bytes]], list[tuple[bytes, dict[bytes, bytes]]]]:
         """Run ``ADD`` for *messages* (each: id, name, args, att, dlv, to, key, par,
-        delay_ms): ``(code, value)`` for each, in order; and, riding along, acknowledge
+        delay_ms): ``(code, value)`` for each, in order (*call* names this call, the
+        same for its retries: they add nothing twice); and, riding along, acknowledge
         *acks* (freeing *freed*: key, id pairs, flat) and read up to *read* new entries
         for this consumer, returned as ``(entry id, fields)`` pairs."""
-        keys = [self.stream, self.delayed, self.body, self.keys]
-        prefix = self.prefix
-        keys += [f"{prefix}seen:{message[0]}" for message in messages]
+        keys = [self.stream, self.delayed, self.body, self.keys, f"{self.prefix}seen:{call}"]
         args: list[Any] = [capacity, seen_ms, GROUP, self.consumer, read, len(acks), len(freed)]
         args += acks
         args += freed

@@ -48,7 +48,6 @@ if TYPE_CHECKING:
 __all__ = ["RedisChannel"]
 
 _ADDED: Final = 1
-_SEEN: Final = 0
 _KEY_TAKEN: Final = 2
 _FULL: Final = 3
 
@@ -272,12 +271,14 @@ class RedisChannel:
         # along: one script call instead of three.
         ride = consumer.ride()
         read = ride.read
+        call = new_uuid4().hex
 
         async def add() -> tuple[list[tuple[int, bytes]], list[Any]]:
             nonlocal read
             want, read = read, 0  # a retry reads nothing: the first try may have read
             return await store.add(
                 messages,
+                call=call,
                 capacity=capacity,
                 seen_ms=seen_ms,
                 acks=ride.entries,
@@ -285,7 +286,7 @@ class RedisChannel:
                 read=want,
             )
 
-        # Safe to retry: the script adds nothing twice (a seen key per message id), and
+        # Safe to retry: the script adds nothing twice (a seen key per call), and
         # acknowledging twice is harmless.
         try:
             written, got = await consumer.retrying(add, "enqueueing")
