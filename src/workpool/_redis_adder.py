@@ -7,6 +7,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any, Final, final
 
 import anyio
+import anyio.lowlevel
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
@@ -88,6 +89,9 @@ class Adder:
             self._leading = True
             try:
                 with anyio.CancelScope(shield=True):
+                    # Let the callers that are ready to run now join this write first
+                    # (those just woken by the last one, typically).
+                    await anyio.lowlevel.checkpoint()
                     await self._lead()
             finally:
                 self._leading = False
