@@ -7,6 +7,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any, Final, final
 
 import anyio
+import anyio.lowlevel
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
@@ -22,7 +23,7 @@ class _Slot:
 
     def __init__(self, message: Sequence[Any]) -> None:
         self.message = message
-        self.wake = anyio.Event()
+        self.wake: anyio.Event | None = None  # made when the call waits
         self.finished = False
         self.result: tuple[int, bytes] | None = None
         self.error: BaseException | None = None
@@ -39,12 +40,29 @@ class Adder:
             fail the whole batch (it retries through outages itself).
     """
 
-    __slots__ = ("_leading", "_queue", "_write")
+    __slots__ = ("_changed", "_leading", "_queue", "_write")
 
     def __init__(self, write: Callable[[list[Sequence[Any]]], Awaitable[list[Any]]]) -> None:
         self._write = write
         self._queue: deque[_Slot] = deque()
         self._leading = False
+        self._changed: anyio.Event | None = None
+
+    @property
+    def busy(self) -> bool:
+        """Whether a write is under way or calls wait for the next one."""
+        return self._leading or bool(self._queue)
+
+    async def changed(self) -> None:
+        """Wait until a write ends or a waiting call leaves (then `busy` may be False)."""
+        if self._changed is None:
+            self._changed = anyio.Event()
+        await self._changed.wait()
+
+    def _signal(self) -> None:
+        changed, self._changed = self._changed, None
+        if changed is not None:
+            changed.set()
 
     async def add(self, message: Sequence[Any]) -> tuple[int, bytes]:
         """Write *message* (with whatever else is queued); its result.
@@ -65,15 +83,20 @@ class Adder:
                     if slot in self._queue:
                         self._queue.remove(slot)
                     self._hand_over()  # in case the lead had just been passed to it
+                    self._signal()
                     raise
                 continue
             self._leading = True
             try:
                 with anyio.CancelScope(shield=True):
+                    # Let the callers that are ready to run now join this write first
+                    # (those just woken by the last one, typically).
+                    await anyio.lowlevel.checkpoint()
                     await self._lead()
             finally:
                 self._leading = False
                 self._hand_over()
+                self._signal()
         if slot.error is not None:
             raise slot.error
         assert slot.result is not None
@@ -92,8 +115,11 @@ class Adder:
                 slot.result = result
         for slot in batch:
             slot.finished = True
-            slot.wake.set()
+            if slot.wake is not None:
+                slot.wake.set()
 
     def _hand_over(self) -> None:
         if self._queue and not self._leading:
-            self._queue[0].wake.set()
+            wake = self._queue[0].wake
+            if wake is not None:
+                wake.set()

@@ -1,14 +1,16 @@
 """The consuming side of the Redis channel: claims, settlements and housekeeping.
 
 Claims: idle consumers line up in `RedisConsumer.claim`; one of them reads for all
-(``XREADGROUP`` of as many entries as consumers wait, ``BLOCK`` well below the
-client's stream timeout). Crash reclaim (``XAUTOCLAIM``, one sweeper at a time across
-the fleet) also fills only free consumers. What was read sits in a short buffer that
-``claim_nowait`` empties.
+(``XREADGROUP`` of as many entries as consumers wait and a few more, ``BLOCK`` well
+below the client's stream timeout), the others are woken one per entry read. When
+this process also enqueues, the producers' writes read for the waiting consumers too
+(in the same script call), so a blocked read mostly waits for a quiet moment. Crash
+reclaim (``XAUTOCLAIM``, one sweeper at a time across the fleet) also fills only free
+consumers. What was read sits in a short buffer that ``claim_nowait`` empties; its
+leases are renewed like those of running items, and it is handed back at close.
 
-Settlements are written by the flusher in ``run``: acknowledgements of everything
-that finished meanwhile in one script call (``XACK`` + ``XDEL``), dead letters,
-releases and reschedules each in one; retried while Redis is unreachable. ``run``
+Settlements (`workpool._redis_settle`) are written by the flusher in ``run``, or
+ride along with the producers' writes; retried while Redis is unreachable. ``run``
 also renews the leases of held entries (``XCLAIM ... JUSTID``), reclaims crashed
 consumers' entries, and moves due delayed messages into the stream.
 """
@@ -21,20 +23,12 @@ from typing import TYPE_CHECKING, Any, Final, final
 
 import anyio
 import anyio.lowlevel
-from coredis.exceptions import RedisError
 
 from ._exceptions import ChannelUnavailableError, PoolClosedError
 from ._log import logger
-from ._redis_message import (
-    Held,
-    backoff,
-    item_from,
-    letter_fields,
-    message_fields,
-    milliseconds,
-)
+from ._redis_message import Held, backoff, item_from, milliseconds
+from ._redis_settle import BATCH, Ride, Rider, Settlements
 from ._redis_store import BLOCK_SECONDS, is_nogroup, is_outage
-from ._seam import Settle
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping
@@ -42,14 +36,12 @@ if TYPE_CHECKING:
     from ._item import WorkItem
     from ._redis_message import Outage
     from ._redis_store import RedisStore
+    from ._seam import Settle
     from ._task import Task
 
 __all__ = ["RedisConsumer"]
 
-_BATCH: Final = 500  # entries per acknowledgement or renewal script call
-_DONE: Final = Settle.DONE
-_DEAD: Final = Settle.DEAD
-_RELEASED: Final = Settle.RELEASED
+_PREFETCH: Final = 16  # entries read ahead of the consumers waiting
 
 
 @final
@@ -82,14 +74,12 @@ class RedisConsumer:
         self._buffer: deque[WorkItem] = deque()
         self._held: dict[bytes, Held] = {}
         self._waiting = 0
+        self._waiters: deque[anyio.Event] = deque()  # consumers waiting in claim
         self._fetching = False
         self._fetch_scope: anyio.CancelScope | None = None
-        self._changed: anyio.Event | None = None
         self._closed = False
         self._opened = False
-        self._acks: list[Held] = []
-        self._ops: list[tuple[Settle, Held, Any]] = []
-        self._flush_wanted: anyio.Event | None = None
+        self._settlements = Settlements(store, self._held, outage)
         self._read_waits = backoff()
 
     @property
@@ -112,10 +102,23 @@ class RedisConsumer:
 
     async def retrying(self, step: Callable[[], Awaitable[Any]], doing: str) -> Any:
         """Run *step*, retrying through an outage for ``outage_timeout`` seconds."""
+        started = anyio.current_time()
+        try:
+            result = await step()  # the common case, without a scope
+        except Exception as exc:
+            if not is_outage(exc):
+                raise
+            error: BaseException | None = exc
+            self._outage.failed(exc, doing)
+        else:
+            if self._outage.active:
+                self._outage.recovered()
+            return result
         waits = backoff()
-        error: BaseException | None = None
-        with anyio.move_on_after(self._outage_timeout):
+        with anyio.CancelScope(deadline=started + self._outage_timeout):
             while True:
+                await anyio.sleep(next(waits))
+                await self._store.ensure()  # the client's task again, if it ended
                 try:
                     result = await step()
                 except Exception as exc:
@@ -123,8 +126,6 @@ class RedisConsumer:
                         raise
                     error = exc
                     self._outage.failed(exc, doing)
-                    await anyio.sleep(next(waits))
-                    await self._store.ensure()  # the client's task again, if it ended
                 else:
                     self._outage.recovered()
                     return result
@@ -141,34 +142,57 @@ class RedisConsumer:
         raise anyio.WouldBlock
 
     async def claim(self) -> WorkItem:
+        """The next item read for this process; waits for one.
+
+        One waiting consumer reads for all (`_fetch`); the others wait, each on an event
+        of its own, and are woken one per item read (plus one to read next), not all
+        together."""
+        waiters = self._waiters
         while True:
             if self._closed:
                 raise PoolClosedError("the Redis channel is closed: it claims nothing more")
             if self._buffer:
                 return self._buffer.popleft()
             self._waiting += 1
-            try:
-                if self._fetching:
-                    changed = self._changed
-                    if changed is None:
-                        changed = self._changed = anyio.Event()
-                    await changed.wait()
-                else:
+            if not self._fetching:
+                try:
                     await self._fetch()
+                except BaseException:
+                    self._wake(len(self._buffer) + 1)  # another one reads next
+                    raise
+                finally:
+                    self._waiting -= 1
+                # This one takes an item; one woken consumer is left over to read next.
+                self._wake(len(self._buffer))
+                continue
+            wake = anyio.Event()
+            waiters.append(wake)
+            try:
+                await wake.wait()
+            except BaseException:
+                if wake.is_set():
+                    self._wake(1)  # it was woken for an item or to read: pass it on
+                else:
+                    waiters.remove(wake)
+                raise
             finally:
                 self._waiting -= 1
 
-    def _notify(self) -> None:
-        changed, self._changed = self._changed, None
-        if changed is not None:
-            changed.set()
+    def _wake(self, count: int) -> None:
+        """Wake up to *count* waiting consumers, longest waiting first."""
+        waiters = self._waiters
+        while count > 0 and waiters:
+            waiters.popleft().set()
+            count -= 1
 
     async def _fetch(self) -> None:
-        """Read new entries for the consumers waiting now (this one included)."""
+        """Read new entries for the consumers waiting now (this one included), and up to
+        ``_PREFETCH`` more: they wait in the buffer, their leases renewed like those of
+        running items, and are handed back at close if no consumer took them."""
         self._fetching = True
         try:
             await anyio.lowlevel.checkpoint()  # the other idle consumers line up
-            want = self._waiting - len(self._buffer)
+            want = self._waiting + _PREFETCH - len(self._buffer)
             if want <= 0 or self._closed:
                 return
             with anyio.CancelScope() as scope:  # close() cancels a blocked read
@@ -180,12 +204,11 @@ class RedisConsumer:
                     return
                 self._read_waits = backoff()
                 self._outage.recovered()
-                for entry in entries:
-                    self._take(entry.identifier, entry.field_values, 1)
+                for entry, fields in entries:
+                    self._take(entry, fields, 1)
         finally:
             self._fetch_scope = None
             self._fetching = False
-            self._notify()
 
     def _take(self, entry: bytes, fields: Mapping[bytes, bytes], delivered: int) -> None:
         if entry in self._held:
@@ -227,80 +250,36 @@ class RedisConsumer:
         error: BaseException | None = None,
         delay: float = 0.0,
     ) -> None:
-        held = item.receipt
-        if not isinstance(held, Held) or held.entry not in self._held:
-            raise RuntimeError(f"{item!r} was not claimed from this channel or settled twice")
-        if held.lost:
-            del self._held[held.entry]
-            logger.warning(
-                "%s (%s) finished %s after its lease was lost: not acknowledged here "
-                "(another consumer took it over)",
-                item.name,
-                item.id,
-                outcome.value,
-                extra={"work_name": item.name, "item_id": item.id},
-            )
-            return
-        held.settled = True  # renewals skip it while its settlement is written
-        if outcome is _DONE:
-            self._acks.append(held)
-        elif outcome is _DEAD:
-            letter = letter_fields(item, held.fields, reason or "failed", error)
-            self._ops.append((outcome, held, letter))
-        elif outcome is _RELEASED:
-            attempts = int(held.fields.get(b"att") or 0)  # attempts were not used up
-            self._ops.append(
-                (outcome, held, message_fields(held.fields, attempts, item.deliveries))
-            )
-        else:
-            fields = message_fields(held.fields, item.attempts, item.deliveries)
-            self._ops.append((outcome, held, (milliseconds(delay), fields)))
-        wanted = self._flush_wanted
-        if wanted is not None:
-            self._flush_wanted = None
-            wanted.set()
+        self._settlements.add(item, outcome, reason=reason, error=error, delay=delay)
 
     async def flush(self) -> None:
-        """Write the settlements made so far (raises on the first failure Redis may get
-        over; what was not written stays for the next call)."""
-        store, held = self._store, self._held
-        while self._acks or self._ops:
-            acks = self._acks[:_BATCH]
-            if acks:
-                keys: list[bytes] = []
-                for receipt in acks:
-                    key = receipt.fields.get(b"key")
-                    if key:
-                        keys += (key, receipt.fields.get(b"id", b""))
-                await store.ack([receipt.entry for receipt in acks], keys)
-                del self._acks[: len(acks)]
-                for receipt in acks:
-                    held.pop(receipt.entry, None)
-            while self._ops:
-                outcome, receipt, data = self._ops[0]
-                fields = receipt.fields
-                message_id = fields.get(b"id", b"")
-                try:
-                    if outcome is _DEAD:
-                        await store.bury(receipt.entry, message_id, fields.get(b"key", b""), data)
-                    elif outcome is _RELEASED:
-                        await store.release(receipt.entry, data)
-                    else:
-                        await store.reschedule(receipt.entry, message_id, data[0], data[1])
-                except Exception as exc:
-                    if isinstance(exc, RedisError):
-                        raise  # Redis unreachable or refusing for now: retried
-                    # A bug, not Redis: never block the settlements behind it.
-                    logger.error(
-                        "could not write the %s settlement of Redis entry %s; it is "
-                        "delivered again once its lease expires",
-                        outcome.value,
-                        receipt.entry.decode(),
-                        exc_info=exc,
-                    )
-                del self._ops[0]
-                held.pop(receipt.entry, None)
-        self._outage.recovered()
+        """Write the settlements made so far (see `Settlements.flush`)."""
+        await self._settlements.flush()
+
+    def ride_with(self, rider: Rider) -> None:
+        """Let acknowledgements ride along with *rider*'s writes (the channel's enqueue
+        batches): while one is under way or queued, the flusher leaves them to it."""
+        self._settlements.rider = rider
+
+    def ride(self) -> Ride:
+        """What a producers' write about to start carries: the acknowledgements made so
+        far, and how many new entries to read (once the pool consumes, until close)."""
+        read = 0
+        if self._opened and not self._closed:
+            read = max(0, self._waiting + _PREFETCH - len(self._buffer))
+        return self._settlements.ride(read)
+
+    def rode(self, ride: Ride, got: list[tuple[bytes, Mapping[bytes, bytes]]]) -> None:
+        """The write carrying *ride* succeeded: *got* are the entries it read."""
+        self._settlements.rode(ride)
+        if got:
+            for entry, fields in got:
+                self._take(entry, fields, 1)
+            self._wake(len(self._buffer) + (0 if self._fetching else 1))
+
+    def unride(self, ride: Ride) -> None:
+        """The write carrying *ride* failed: its acknowledgements go to the flusher."""
+        self._settlements.unride(ride)
 
     # -- housekeeping --------------------------------------------------------------------
 
@@ -315,12 +294,11 @@ class RedisConsumer:
 
     async def _flush_loop(self) -> None:
         waits = backoff()
+        settlements = self._settlements
         while True:
-            if not self._acks and not self._ops:
-                wanted = self._flush_wanted = anyio.Event()
-                await wanted.wait()
+            await settlements.wanted()
             try:
-                await self.flush()
+                await settlements.flush()
             except Exception as exc:
                 await self._trouble(exc, "acknowledging", waits)
             else:
@@ -332,8 +310,8 @@ class RedisConsumer:
             await anyio.sleep(self._lease / 3)
             entries = [e for e, held in self._held.items() if not (held.lost or held.settled)]
             try:
-                for start in range(0, len(entries), _BATCH):
-                    lost = await self._store.renew(entries[start : start + _BATCH])
+                for start in range(0, len(entries), BATCH):
+                    lost = await self._store.renew(entries[start : start + BATCH])
                     self._lost(lost)
             except Exception as exc:
                 await self._trouble(exc, "renewing leases", waits)
@@ -377,7 +355,7 @@ class RedisConsumer:
                 fields = dict(zip(flat[::2], flat[1::2], strict=True))
                 self._take(entry, fields, int(count))
             if found:
-                self._notify()
+                self._wake(len(self._buffer))
 
     async def _promote_loop(self) -> None:
         waits = backoff()
@@ -399,7 +377,7 @@ class RedisConsumer:
         self._closed = True
         if self._fetch_scope is not None:
             self._fetch_scope.cancel()
-        self._notify()
+        self._wake(len(self._waiters))
 
     async def aclose(self) -> None:
         """Write what is left to settle, hand back what was read but never handed out
@@ -415,7 +393,7 @@ class RedisConsumer:
         with anyio.move_on_after(self._outage_timeout) as bound:
             while True:
                 try:
-                    await self.flush()
+                    await self._settlements.flush()
                     await self._store.retire(list(self._held))
                     break
                 except Exception as exc:
@@ -425,6 +403,6 @@ class RedisConsumer:
                 "Redis queue %r: %d settlement(s) could not be written within %g s; those "
                 "items are delivered again once their lease expires",
                 self._store.queue,
-                len(self._acks) + len(self._ops),
+                self._settlements.pending,
                 self._outage_timeout,
             )

@@ -8,7 +8,8 @@ A stored message is a flat list of field/value pairs (``id``, ``name``, ``args``
 entry as it is, ``cmsgpack``-packed in the body hash while it is delayed.
 
 Scripts that may be retried after a connection error are idempotent: adding checks a
-``seen`` key written with the message (its id is made by the client), and every step
+``seen`` key written with the messages (its name is made by the client, one per
+call), and every step
 that ends an entry (acknowledge, dead-letter, release, reschedule) first deletes the
 entry and does nothing more when it was already gone.
 """
@@ -37,28 +38,42 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local nows = string.format('%d', now)
 """
 
-#: KEYS: stream, delayed, body, keys, then one seen key per message.
-#: ARGV: capacity (-1: none), seen_ttl_ms, then per message: id, name, args, att, dlv,
-#: to, key, par, delay_ms.  Adds the messages in order (enqueue calls that arrived
-#: together). -> per message a pair: 1, at (added); 0, at (added before: a retry);
-#: 2, other id (key taken); 3, '' (full)
+#: KEYS: stream, delayed, body, keys, seen (this call's own, named by the client).
+#: ARGV: capacity (-1: none), seen_ttl_ms, group, consumer, read count, n acks, n key
+#: args, the entry ids to acknowledge (n acks), key/id pairs to free (n key args, flat),
+#: then per message: id, name, args, att, dlv, to, key, par, delay_ms.
+#: Acknowledges and deletes the entries (a consumer's settlements riding along), adds
+#: the messages in order (enqueue calls that arrived together), then reads up to
+#: *read count* new entries for *consumer* (``XREADGROUP``, not blocking). The seen
+#: key keeps the results: a retry of the same call (its reply was lost) adds nothing
+#: again and gets them (and reads nothing; acknowledging twice is harmless).
+#: -> {per message a pair: 1, at (added); 2, other id (key taken); 3, '' (full) --
+#: then the entries read: {{id, {field, value...}}...}}
 ADD: Final = (
     _NOW
     + """
 local cap = tonumber(ARGV[1])
+local nack, nkeys = tonumber(ARGV[6]), tonumber(ARGV[7])
+if nack > 0 then
+  redis.call('XACK', KEYS[1], ARGV[3], unpack(ARGV, 8, 7 + nack))
+  redis.call('XDEL', KEYS[1], unpack(ARGV, 8, 7 + nack))
+end
+for i = 8 + nack, 7 + nack + nkeys, 2 do
+  if redis.call('HGET', KEYS[4], ARGV[i]) == ARGV[i + 1] then redis.call('HDEL', KEYS[4], ARGV[i]) end
+end
+local seen = redis.call('GET', KEYS[5])
+if seen then return {cmsgpack.unpack(seen), {}} end
+local base = 7 + nack + nkeys
 local count = -1
 if cap >= 0 then count = redis.call('XLEN', KEYS[1]) + redis.call('ZCARD', KEYS[2]) end
 local out = {}
-local n = (#ARGV - 2) / 9
+local n = (#ARGV - base) / 9
 for m = 1, n do
-  local a = 2 + (m - 1) * 9
-  local id, key, seen_key = ARGV[a + 1], ARGV[a + 7], KEYS[4 + m]
-  local seen = redis.call('GET', seen_key)
+  local a = base + (m - 1) * 9
+  local id, key = ARGV[a + 1], ARGV[a + 7]
   local other = false
   if key ~= '' then other = redis.call('HGET', KEYS[4], key) end
-  if seen then
-    table.insert(out, 0); table.insert(out, seen)
-  elseif other then
+  if other then
     table.insert(out, 2); table.insert(out, other)
   elseif cap >= 0 and count >= cap then
     table.insert(out, 3); table.insert(out, '')
@@ -74,12 +89,19 @@ for m = 1, n do
       redis.call('XADD', KEYS[1], '*', unpack(fields))
     end
     if key ~= '' then redis.call('HSET', KEYS[4], key, id) end
-    redis.call('SET', seen_key, nows, 'PX', ARGV[2])
     count = count + 1
     table.insert(out, 1); table.insert(out, nows)
   end
 end
-return out
+if n > 0 then redis.call('SET', KEYS[5], cmsgpack.pack(out), 'PX', ARGV[2]) end
+local got = {}
+local want = tonumber(ARGV[5])
+if want > 0 then
+  local r = redis.call('XREADGROUP', 'GROUP', ARGV[3], ARGV[4], 'COUNT', want, 'STREAMS',
+                       KEYS[1], '>')
+  if r then got = r[1][2] end
+end
+return {out, got}
 """
 )
 

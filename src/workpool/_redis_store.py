@@ -23,6 +23,7 @@ from coredis.exceptions import (
     ConnectionError as RedisConnectionError,
 )
 from coredis.exceptions import (
+    NoScriptError,
     ReadOnlyError,
     ResponseError,
     StreamConsumerGroupError,
@@ -37,6 +38,8 @@ from ._log import logger
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Sequence
+
+    from coredis.commands.script import Script
 
     from ._detached import Detached
 
@@ -59,10 +62,12 @@ DEAD_LETTER_LIMIT: Final = 100_000
 async def shielded(request: Awaitable[T]) -> T:
     """Await a command shielded from cancellation, within a bound: a cancellation while
     coredis sets up a connection would leave that connection half made (its streams
-    never closed), and a cancelled write leaves it unknown whether Redis applied it."""
-    with anyio.CancelScope(shield=True), anyio.fail_after(_CALL_SECONDS):
-        result = await request
-    return result
+    never closed), and a cancelled write leaves it unknown whether Redis applied it.
+    (One scope for both: shielded, with a deadline of its own.)"""
+    with anyio.CancelScope(shield=True, deadline=anyio.current_time() + _CALL_SECONDS) as scope:
+        return await request
+    assert scope.cancelled_caught
+    raise TimeoutError(f"no reply from Redis within {_CALL_SECONDS:g} s")
 
 
 _CONNECTION_STREAMS: Final = (
@@ -110,6 +115,24 @@ def is_nogroup(exc: BaseException) -> bool:
     return isinstance(exc, ResponseError) and "NOGROUP" in str(exc)
 
 
+async def command(client: coredis.Redis[bytes], *args: Any) -> Any:
+    """Send one command on *client*'s shared connection and return its raw RESP3 reply
+    (bytes, ints, lists, maps; an error reply raised as coredis's exception for it).
+
+    On the hot path (enqueue, claim, acknowledge) coredis's command layer (argument
+    validation, retry policy, telemetry span, reply callbacks) costs more than the round
+    trip: this sends the command the way that layer does in the end. The connection goes
+    back to the pool before the reply comes (coredis multiplexes it, as it does for any
+    non-blocking command)."""
+    pool = client.connection_pool
+    connection = await pool.get_connection()
+    try:
+        request = connection.create_request(*args, decode=False)
+    finally:
+        pool.release(connection)
+    return await request
+
+
 def _client(url: str) -> coredis.Redis[bytes]:
     client: coredis.Redis[bytes] = coredis.Redis.from_url(
         url,
@@ -139,6 +162,7 @@ class RedisStore:
         prefix = f"workpool:{{{queue}}}:"
         self.prefix = prefix
         self.stream = prefix + "stream"
+        self._stream_key = self.stream.encode()
         self.delayed = prefix + "delayed"
         self.body = prefix + "body"
         self.keys = prefix + "keys"
@@ -251,17 +275,33 @@ class RedisStore:
     # -- producers ---------------------------------------------------------------------
 
     async def add(
-        self, messages: Sequence[Sequence[Any]], *, capacity: int, seen_ms: int
-    ) -> list[tuple[int, bytes]]:
+        self,
+        messages: Sequence[Sequence[Any]],
+        *,
+        call: str,
+        capacity: int,
+        seen_ms: int,
+        acks: Sequence[bytes] = (),
+        freed: Sequence[bytes] = (),
+        read: int = 0,
+    ) -> tuple[list[tuple[int, bytes]], list[tuple[bytes, dict[bytes, bytes]]]]:
         """Run ``ADD`` for *messages* (each: id, name, args, att, dlv, to, key, par,
-        delay_ms): ``(code, value)`` for each, in order."""
-        keys = [self.stream, self.delayed, self.body, self.keys]
-        keys += [f"{self.prefix}seen:{message[0]}" for message in messages]
-        args: list[Any] = [capacity, seen_ms]
+        delay_ms): ``(code, value)`` for each, in order (*call* names this call, the
+        same for its retries: they add nothing twice); and, riding along, acknowledge
+        *acks* (freeing *freed*: key, id pairs, flat) and read up to *read* new entries
+        for this consumer, returned as ``(entry id, fields)`` pairs."""
+        keys = [self.stream, self.delayed, self.body, self.keys, f"{self.prefix}seen:{call}"]
+        args: list[Any] = [capacity, seen_ms, GROUP, self.consumer, read, len(acks), len(freed)]
+        args += acks
+        args += freed
         for message in messages:
             args += message
-        reply: list[Any] = await shielded(self._add(keys, args))
-        return [(int(reply[i]), reply[i + 1]) for i in range(0, len(reply), 2)]
+        reply: list[Any] = await shielded(self._script(self._add, keys, args))
+        codes, got = reply
+        results = [(int(codes[i]), codes[i + 1]) for i in range(0, len(codes), 2)]
+        return results, [
+            (entry, dict(zip(flat[::2], flat[1::2], strict=True))) for entry, flat in got
+        ]
 
     async def promote(self, limit: int = 100) -> tuple[int, int]:
         """Move due delayed messages into the stream: (moved, ms until the next, or -1)."""
@@ -281,18 +321,54 @@ class RedisStore:
 
     # -- consumers ---------------------------------------------------------------------
 
-    async def read(self, count: int, block_ms: int) -> tuple[Any, ...]:
-        """``XREADGROUP`` of new entries for this consumer: ``StreamEntry`` objects."""
-        reply = await self.reader.xreadgroup(
-            GROUP, self.consumer, {self.stream: ">"}, count=count, block=block_ms
-        )
+    async def read(self, count: int, block_ms: int) -> list[tuple[bytes, dict[bytes, bytes]]]:
+        """``XREADGROUP`` of new entries for this consumer: ``(entry id, fields)`` pairs.
+
+        On the reader's own connection, held until the reply (the read blocks it); a
+        cancelled read drops that connection, so that no late reply can reach another
+        command."""
+        pool = self.reader.connection_pool
+        async with pool.acquire() as connection:
+            request = connection.create_request(
+                b"XREADGROUP",
+                b"GROUP",
+                GROUP,
+                self.consumer,
+                b"COUNT",
+                count,
+                b"BLOCK",
+                block_ms,
+                b"STREAMS",
+                self.stream,
+                b">",
+                decode=False,
+                disconnect_on_cancellation=True,
+            )
+            reply: Any = await request
         if not reply:
-            return ()
-        return tuple(reply.get(self.stream.encode(), ()))
+            return []
+        entries = reply.get(self._stream_key) if isinstance(reply, dict) else reply[0][1]
+        out: list[tuple[bytes, dict[bytes, bytes]]] = []
+        for entry, flat in entries or ():
+            if flat is not None:
+                out.append((entry, dict(zip(flat[::2], flat[1::2], strict=True))))
+        return out
 
     async def ack(self, entries: Sequence[bytes], keys: Sequence[bytes]) -> None:
         """Acknowledge and delete *entries*; free *keys* (key, id pairs, flat)."""
-        await shielded(self._ack([self.stream, self.keys], [GROUP, len(entries), *entries, *keys]))
+        await shielded(
+            self._script(
+                self._ack, [self.stream, self.keys], [GROUP, len(entries), *entries, *keys]
+            )
+        )
+
+    async def _script(self, script: Script[bytes], keys: list[Any], args: list[Any]) -> Any:
+        """``EVALSHA`` on the shared connection (see `command`); a Redis that lost its
+        scripts (restarted, ``SCRIPT FLUSH``) gets it loaded again by coredis."""
+        try:
+            return await command(self.client, b"EVALSHA", script.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            return await script(keys, args)
 
     async def bury(
         self, entry: bytes, message_id: bytes, key: bytes, letter: Sequence[Any]

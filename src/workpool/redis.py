@@ -36,7 +36,7 @@ from ._task import check_durable_call, encode_call
 from ._urls import mask_url
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Collection, Mapping, Sequence
+    from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 
     from ._hooks import Hook
     from ._payload import DeadLetter
@@ -48,7 +48,6 @@ if TYPE_CHECKING:
 __all__ = ["RedisChannel"]
 
 _ADDED: Final = 1
-_SEEN: Final = 0
 _KEY_TAKEN: Final = 2
 _FULL: Final = 3
 
@@ -128,6 +127,7 @@ class RedisChannel:
         self._rejected = 0
         self._drop_hooks: list[Hook] = []
         self._adder = Adder(self._write)
+        self._consumer.ride_with(self._adder)
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> RedisChannel:
@@ -247,11 +247,13 @@ class RedisChannel:
         """Store *message* (with the enqueue calls made meanwhile): until Redis has it,
         or refuses it for good."""
         await self._store.ensure()
-        full_waits = backoff(0.01, 0.5)
+        full_waits: Iterator[float] | None = None
         while True:
             code, value = await self._adder.add(message)
             if code != _FULL:
                 return code, value
+            if full_waits is None:
+                full_waits = backoff(0.01, 0.5)
             if self.full_mode is FullMode.REJECT:
                 self._rejected += 1
                 raise QueueFullError(
@@ -262,16 +264,37 @@ class RedisChannel:
                 raise PoolClosedError("the Redis channel is closed: it accepts nothing more")
 
     async def _write(self, messages: list[Sequence[Any]]) -> list[tuple[int, bytes]]:
-        store = self._store
+        store, consumer = self._store, self._consumer
         capacity = -1 if self._capacity is None else self._capacity
         seen_ms = milliseconds(self.outage_timeout * 2 + 60)
+        # This process's acknowledgements, and a read for its waiting consumers, ride
+        # along: one script call instead of three.
+        ride = consumer.ride()
+        read = ride.read
+        call = new_uuid4().hex
 
-        async def add() -> list[tuple[int, bytes]]:
-            return await store.add(messages, capacity=capacity, seen_ms=seen_ms)
+        async def add() -> tuple[list[tuple[int, bytes]], list[Any]]:
+            nonlocal read
+            want, read = read, 0  # a retry reads nothing: the first try may have read
+            return await store.add(
+                messages,
+                call=call,
+                capacity=capacity,
+                seen_ms=seen_ms,
+                acks=ride.entries,
+                freed=ride.freed,
+                read=want,
+            )
 
-        # Safe to retry: the script adds nothing twice (a seen key per message id).
-        written: list[tuple[int, bytes]] = await self._consumer.retrying(add, "enqueueing")
-        return written
+        # Safe to retry: the script adds nothing twice (a seen key per call), and
+        # acknowledging twice is harmless.
+        try:
+            written, got = await consumer.retrying(add, "enqueueing")
+        except BaseException:
+            consumer.unride(ride)
+            raise
+        consumer.rode(ride, got)
+        return written  # type: ignore[no-any-return]
 
     def enqueue_nowait(self, *args: Any, **kwargs: Any) -> WorkItem:
         """Not supported: storing a message in Redis needs a round trip."""
@@ -323,6 +346,10 @@ class RedisChannel:
         close the connections. Idempotent."""
         self.close()
         try:
+            adder = self._adder
+            with anyio.move_on_after(self.outage_timeout):
+                while adder.busy:  # a write under way may carry settlements or a read
+                    await adder.changed()
             await self._consumer.aclose()
         finally:
             await self._store.stop()

@@ -38,13 +38,18 @@ async def test_calls_made_during_a_write_share_the_next_one() -> None:
         results[n] = await adder.add((n,))
 
     async with anyio.create_task_group() as group:
-        for n in range(5):
+        for n in range(3):  # ready together: one write (its leader lets them join)
             group.start_soon(add, n)
         await anyio.wait_all_tasks_blocked()
+        for n in range(3, 7):  # made while it is under way: the next one
+            group.start_soon(add, n)
+        await anyio.wait_all_tasks_blocked()
+        first = [len(batch) for batch in write.batches]
         write.gate.set()
-    assert [len(batch) for batch in write.batches] == [1, 4]  # the first leads alone
-    assert sorted(n for batch in write.batches for n in batch) == list(range(5))
-    assert results == {n: (1, str(n).encode()) for n in range(5)}
+    assert first == [3]
+    assert [len(batch) for batch in write.batches] == [3, 4]
+    assert sorted(n for batch in write.batches for n in batch) == list(range(7))
+    assert results == {n: (1, str(n).encode()) for n in range(7)}
 
 
 async def test_a_cancelled_waiting_call_is_taken_out_and_the_others_go_on() -> None:
