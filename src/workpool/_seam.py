@@ -92,17 +92,10 @@ class Channel(Protocol):
 
     def qsize(self) -> int: ...
 
-    async def enqueue(
-        self,
-        work: Work,
-        parent_session: Session | None = None,
-        *,
-        retry: RetryPolicy | None = None,
-        timeout: float | None = None,
-        name: str | None = None,
-        delay: float | None = None,
-        key: str | None = None,
-    ) -> WorkItem: ...
+    @property
+    def enqueue(self) -> Enqueue:
+        """``await channel.enqueue(work, ...)`` (an ``async def`` method)."""
+        ...
 
     def enqueue_nowait(
         self,
