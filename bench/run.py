@@ -499,7 +499,10 @@ def write_report(data: dict[str, Any]) -> None:
         "Written by `make bench` (`bench/run.py`); do not edit by hand. Medians of "
         "pytest-benchmark rounds, all from this one run; a ratio is a row's time "
         "divided by workpool's (above 1: workpool is faster). See "
-        "[README.md](README.md) for what each scenario measures and how each peer is used.",
+        "[README.md](README.md) for what each scenario measures and how each peer is used. "
+        "The hot path's A/B runs (instruction counts, workpool and aiojobs interleaved in "
+        "one process) are in [RESULTS-hotpath.md](RESULTS-hotpath.md), the SQLite "
+        "channel's in [RESULTS-sqlite.md](RESULTS-sqlite.md).",
         "",
         *machine_section(data),
         "## Headline",
