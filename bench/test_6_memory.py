@@ -51,7 +51,12 @@ async def fill_workpool() -> Fill:
         for _ in range(ITEMS):
             enqueue_nowait(noop_work)
 
-    return fill, _nothing
+    async def cleanup() -> None:
+        # The items never run: report them abandoned, as a pool that never started
+        # must be (else it warns, rightly, when it is garbage-collected).
+        await pool.shutdown()
+
+    return fill, cleanup
 
 
 async def fill_aiojobs() -> Fill:
