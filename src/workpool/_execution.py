@@ -130,7 +130,7 @@ class ItemRunner:
         """Instrumentation (`WorkerPool.add_item_listener`); none costs nothing."""
         # The two timings of every item, recorded with the lists' own appends (C
         # calls) rather than `Timings.add` (a Python call each); the consumers fold
-        # them now and then (`fold_timings`).
+        # them at their clock check (`Timings.fold`).
         self._wait_append = state.wait_times.append
         self._run_append = state.run_times.append
 
